@@ -1,0 +1,159 @@
+"""The task surface behind tasks.py: one function per task, errors turned into exit codes.
+
+tasks.py stays thin (parse flags, call here). Each function builds a RunContext,
+calls the step module (imported lazily so `invoke --list` stays fast) and turns
+PipelineError into `error: ...` on stderr plus the error's exit code.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import ExitCode, NotImplementedYet, PipelineError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class TaskExit(SystemExit):
+    """Raised to end a task with a code; Invoke honours SystemExit codes."""
+
+
+def _fail(message: str, code: int) -> None:
+    from .secrets import REDACT
+
+    print(REDACT(message), file=sys.stderr, flush=True)
+    raise TaskExit(code)
+
+
+def guarded(fn: F) -> F:
+    """Run a task body: PipelineError -> one line + exit code; Ctrl-C -> 130. No tracebacks."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            result = fn(*args, **kwargs)
+        except PipelineError as exc:
+            _fail(exc.one_line(), exc.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted", ExitCode.INTERRUPTED)
+        if isinstance(result, int) and result != 0:
+            raise TaskExit(result)
+        return result
+
+    return wrapper  # type: ignore[return-value]
+
+
+def make_context(dry: bool, flags: dict[str, Any] | None = None, verbose: bool = False) -> Any:
+    from .config import load
+    from .context import RunContext
+
+    cfg = load(flags=flags)
+    return RunContext(config=cfg, dry=dry, verbose=verbose)
+
+
+def _step(module: str) -> Any:
+    name = f"driverpipe.{module}"
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            raise
+        raise NotImplementedYet(f"the step module {name} is not implemented yet") from None
+
+
+def not_implemented(task: str, issue: str) -> None:
+    raise NotImplementedYet(f"`invoke {task}` is not implemented yet ({issue})")
+
+
+@guarded
+def build(dry: bool, *, from_path: str | None, profile: str | None, features: str | None, build_host: str | None) -> int:
+    flags = {"build.profile": profile, "build.build_host": build_host}
+    if features is not None:
+        flags["build.features"] = [f for f in features.replace(",", " ").split() if f]
+    ctx = make_context(dry, flags)
+    _step("build").run(ctx, from_path=Path(from_path) if from_path else None)
+    return 0
+
+
+@guarded
+def package(dry: bool, *, profile: str | None) -> int:
+    ctx = make_context(dry, {"build.profile": profile})
+    _step("package").run(ctx)
+    return 0
+
+
+@guarded
+def sign(dry: bool, *, new_cert: bool, backend: str | None, profile: str | None) -> int:
+    ctx = make_context(dry, {"sign.backend": backend, "build.profile": profile})
+    _step("sign").run(ctx, new_cert=new_cert)
+    return 0
+
+
+@guarded
+def deploy(dry: bool, *, target: str | None, no_verify: bool) -> int:
+    ctx = make_context(dry)
+    return int(_step("deploy").run(ctx, target=target, verify=not no_verify) or 0)
+
+
+@guarded
+def unload(dry: bool, *, target: str | None, delete: bool) -> int:
+    ctx = make_context(dry)
+    _step("deploy").unload(ctx, target=target, delete=delete)
+    return 0
+
+
+@guarded
+def verify(dry: bool, *, target: str | None, log: str | None, phase: str, as_json: bool, step: str | None) -> int:
+    ctx = make_context(dry)
+    return int(_step("verify").run(ctx, target=target, log=Path(log) if log else None, phase=phase, as_json=as_json, step=step) or 0)
+
+
+@guarded
+def logs(dry: bool, *, target: str | None, out: str | None) -> int:
+    ctx = make_context(dry)
+    _step("verify").pull_logs(ctx, target=target, out=Path(out) if out else None)
+    return 0
+
+
+@guarded
+def regress(dry: bool, *, target: str | None, cycles: int | None, no_faults: bool, verifier: bool, report_dir: str | None) -> int:
+    ctx = make_context(dry, {"regress.cycles": cycles, "regress.verifier": verifier or None})
+    return int(_step("regress").run(ctx, target=target, faults=not no_faults, report_dir=Path(report_dir) if report_dir else None) or 0)
+
+
+@guarded
+def doctor(dry: bool, *, target: str | None, tasks: str | None) -> int:
+    ctx = make_context(dry)
+    wanted = [t for t in (tasks or "").replace(",", " ").split() if t]
+    return int(_step("doctor").run(ctx, target=target, tasks=wanted) or 0)
+
+
+@guarded
+def provision(dry: bool, *, target: str | None) -> int:
+    ctx = make_context(dry)
+    return int(_step("provision").run(ctx, target=target) or 0)
+
+
+@guarded
+def target_add(dry: bool, *, name: str, values: dict[str, Any]) -> int:
+    from .config import add_named_entry, load, user_config_path
+
+    load()  # the project config must be valid before we touch the user file
+    path = user_config_path()
+    if dry:
+        print(f"[dry] would add/update [targets.{name}] in {path}: {values}")
+        return 0
+    add_named_entry(path, "targets", name, values)
+    print(f"targets.{name} written to {path}")
+    return 0
+
+
+@guarded
+def vm(dry: bool, action: str, *, target: str | None, name: str | None = None, timeout: float | None = None) -> int:
+    ctx = make_context(dry)
+    return int(_step("vm.control").run(ctx, action, target=target, state=name, timeout=timeout) or 0)

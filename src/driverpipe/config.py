@@ -1,0 +1,365 @@
+"""Layered configuration: pyproject [tool.driverpipe] < user file < environment < flags.
+
+Everything is validated up front: an unknown key, a wrong type, a missing
+required value or an unknown target name raises ConfigError with ONE line that
+names the file, the key and the fix (exit code 2). Secrets are never read from
+these files; they are referenced by environment-variable or keyring name.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .schema import PROJECT, USER, Key, NamedTables, Table
+
+TOOL_TABLE = "driverpipe"
+ENV_PREFIX = "DRIVERPIPE_"
+USER_CONFIG_ENV = "DRIVERPIPE_CONFIG"
+SECRET_WORDS = ("password", "passwd", "secret", "token")
+
+
+def user_config_path() -> Path:
+    """Per-user config file: $DRIVERPIPE_CONFIG, else the platform's config dir."""
+    explicit = os.environ.get(USER_CONFIG_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("APPDATA", Path.home() / "AppData" / "Roaming"))
+    else:
+        base = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config"))
+    return base / "driverpipe" / "config.toml"
+
+
+def user_data_dir() -> Path:
+    """Per-user data dir (test certificates, VM state): outside any repository."""
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
+    return base / "driverpipe"
+
+
+def find_project_root(start: Path | None = None) -> Path:
+    """The nearest folder upwards holding a pyproject.toml with [tool.driverpipe]."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file():
+            try:
+                if f"[tool.{TOOL_TABLE}" in candidate.read_text(encoding="utf-8", errors="replace"):
+                    return folder
+            except OSError:
+                continue
+    raise ConfigError(
+        f"no pyproject.toml with a [tool.{TOOL_TABLE}] table in {here} or its parents",
+        "run the task from the project folder",
+    )
+
+
+class Section(Mapping[str, Any]):
+    """Read-only validated settings with attribute access (`cfg.sign.backend`)."""
+
+    def __init__(self, data: Mapping[str, Any], path: str = ""):
+        self._data = dict(data)
+        self._path = path
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            value = self._data[name]
+        except KeyError:
+            raise AttributeError(f"no setting {self._path}{name}") from None
+        return value
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"Section({self._path or '<root>'}: {sorted(self._data)})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (v.to_dict() if isinstance(v, Section) else v) for k, v in self._data.items()}
+
+
+def _type_name(t: type | tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list", dict: "a table"}
+    if isinstance(t, tuple):
+        return "a number" if set(t) == {int, float} else " or ".join(names.get(x, x.__name__) for x in t)
+    return names.get(t, t.__name__)
+
+
+def _check_type(value: Any, key: Key) -> bool:
+    types = key.type if isinstance(key.type, tuple) else (key.type,)
+    if isinstance(value, bool) and bool not in types:
+        return False  # TOML true is not a number here
+    if not isinstance(value, types):
+        return False
+    if key.item_type is not None and isinstance(value, list):
+        return all(isinstance(item, key.item_type) for item in value)
+    return True
+
+
+def _plain(value: Any) -> Any:
+    """tomlkit items -> plain Python values."""
+    if hasattr(value, "unwrap"):
+        return value.unwrap()
+    return value
+
+
+class _Validator:
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, dotted: str, problem: str, fix: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {dotted}: {problem}", fix)
+
+    def table(self, data: Any, schema: Table, prefix: str, extra: Table | None = None) -> dict[str, Any]:
+        if not isinstance(data, Mapping):
+            raise self.fail(prefix.rstrip(".") or "<root>", f"expected a table, got {type(data).__name__}", "make it a [table]")
+        keys: dict[str, Key | Table | NamedTables] = dict(schema.keys)
+        if extra is not None:
+            keys.update(extra.keys)
+        out: dict[str, Any] = {}
+        for name in data:
+            if name not in keys:
+                near = difflib.get_close_matches(name, list(keys), n=1)
+                hint = f"did you mean '{near[0]}'?" if near else f"allowed keys: {', '.join(sorted(keys))}"
+                if any(word in name.lower() for word in SECRET_WORDS) and not name.endswith(("_env", "_keyring")):
+                    hint = f"secrets are never read from files: set {name}_env = \"ENV_VAR_NAME\" and export it"
+                raise self.fail(prefix + name, "unknown key", hint)
+        for name, spec in keys.items():
+            dotted = prefix + name
+            present = name in data
+            value = _plain(data[name]) if present else None
+            if isinstance(spec, Table):
+                out[name] = self.table(value if present else {}, spec, dotted + ".")
+            elif isinstance(spec, NamedTables):
+                entries = value if present else {}
+                if not isinstance(entries, Mapping):
+                    raise self.fail(dotted, "expected a table of named entries", f"write [{dotted}.NAME] sections")
+                out[name] = {}
+                for entry_name, entry in entries.items():
+                    kind_extra = None
+                    if spec.by_kind:
+                        kind = entry.get("kind") if isinstance(entry, Mapping) else None
+                        if kind not in spec.by_kind:
+                            raise self.fail(
+                                f"{dotted}.{entry_name}.kind",
+                                f"missing or unknown kind {kind!r}",
+                                f"set kind to one of: {', '.join(spec.by_kind)}",
+                            )
+                        kind_extra = spec.by_kind[kind]
+                    out[name][entry_name] = self.table(entry, spec.entry, f"{dotted}.{entry_name}.", kind_extra)
+            else:
+                if not present:
+                    if spec.required:
+                        raise self.fail(dotted, "required value is missing", f"add {name} = ... ({spec.doc})")
+                    out[name] = list(spec.default) if isinstance(spec.default, list) else spec.default
+                    continue
+                if not _check_type(value, spec):
+                    want = _type_name(spec.type)
+                    if spec.item_type is not None:
+                        want += f" of {_type_name(spec.item_type).split(' ', 1)[1]}s"
+                    raise self.fail(dotted, f"expected {want}, got {value!r}", f"{spec.doc}" if spec.doc else "fix the value")
+                if spec.choices and value not in spec.choices:
+                    raise self.fail(dotted, f"{value!r} is not allowed", f"use one of: {', '.join(spec.choices)}")
+                out[name] = value
+        return out
+
+
+def read_toml(path: Path) -> Any:
+    """Parse a TOML file with tomlkit; a syntax error is one line naming file and position."""
+    import tomlkit
+    import tomlkit.exceptions
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found", "check the path") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text", "save the file as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        return tomlkit.parse(text)
+    except tomlkit.exceptions.ParseError as exc:
+        raise ConfigError(f"{path}: invalid TOML at line {exc.line}, column {exc.col}: {exc.args[0].split(' at line')[0]}", "fix the TOML syntax") from None
+
+
+def env_overrides(schema: Table = PROJECT, prefix: str = "") -> dict[str, tuple[str, Key]]:
+    """DRIVERPIPE_<SECTION>_<KEY> names for every scalar project key, derived from the schema."""
+    names: dict[str, tuple[str, Key]] = {}
+    for name, spec in schema.keys.items():
+        dotted = prefix + name
+        if isinstance(spec, Table):
+            names.update(env_overrides(spec, dotted + "."))
+        elif isinstance(spec, Key) and spec.env and spec.type is not list and spec.type is not dict:
+            names[ENV_PREFIX + dotted.replace(".", "_").upper()] = (dotted, spec)
+    return names
+
+
+def _coerce_env(var: str, raw: str, spec: Key) -> Any:
+    types = spec.type if isinstance(spec.type, tuple) else (spec.type,)
+    try:
+        if bool in types:
+            low = raw.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if float in types:
+            return float(raw)
+        if int in types:
+            return int(raw)
+    except ValueError:
+        raise ConfigError(f"environment: {var}={raw!r} is not {_type_name(spec.type)}", f"unset {var} or fix its value") from None
+    if spec.choices and raw not in spec.choices:
+        raise ConfigError(f"environment: {var}={raw!r} is not allowed", f"use one of: {', '.join(spec.choices)}")
+    return raw
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        data = data.setdefault(part, {})
+    data[parts[-1]] = value
+
+
+@dataclass
+class Config:
+    """All validated settings plus where they came from."""
+
+    root: Path
+    project: Section
+    user: Section
+    user_path: Path
+    sources: dict[str, str]  # dotted key -> "pyproject" | user path | env var | "flag"
+
+    def path(self, relative: str) -> Path:
+        """A project-relative setting resolved against the project root."""
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else self.root / p
+
+    def target_name(self, requested: str | None = None) -> str:
+        return requested or os.environ.get(ENV_PREFIX + "TARGET") or self.user.default_target or self.project.default_target
+
+    def target(self, requested: str | None = None) -> Section:
+        """The named target (or the default one); unknown names fail with the list of known ones."""
+        name = self.target_name(requested)
+        known = sorted(self.user.targets)
+        if not name:
+            raise ConfigError(
+                "no target given and no default_target configured",
+                f"pass --target NAME ({', '.join(known)})" if known else f"add one with `invoke target-add` (config: {self.user_path})",
+            )
+        if name not in self.user.targets:
+            near = difflib.get_close_matches(name, known, n=1)
+            raise ConfigError(
+                f"{self.user_path}: targets.{name}: no such target",
+                f"did you mean '{near[0]}'?" if near else (f"known targets: {', '.join(known)}" if known else "add it with `invoke target-add`"),
+            )
+        return Section({"name": name, **self.user.targets[name]}, f"targets.{name}.")
+
+    def named(self, table: str, name: str, used_by: str) -> Section:
+        entries = self.user[table]
+        if name not in entries:
+            known = sorted(entries)
+            raise ConfigError(
+                f"{self.user_path}: {used_by} names {table}.{name}, which does not exist",
+                f"known {table}: {', '.join(known)}" if known else f"add a [{table}.{name}] section",
+            )
+        return Section({"name": name, **entries[name]}, f"{table}.{name}.")
+
+
+def load(root: Path | None = None, flags: Mapping[str, Any] | None = None, user_path: Path | None = None) -> Config:
+    """Load, merge and validate every layer. Raises ConfigError (exit 2) on the first problem."""
+    root = root or find_project_root()
+    pyproject = root / "pyproject.toml"
+    doc = read_toml(pyproject)
+    raw_project = _plain(doc.get("tool", {}).get(TOOL_TABLE, {}))
+    project = _Validator(f"{pyproject.name} [tool.{TOOL_TABLE}]").table(raw_project, PROJECT, "")
+    sources: dict[str, str] = {}
+
+    upath = user_path or user_config_path()
+    raw_user: Any = {}
+    if upath.is_file():
+        raw_user = _plain(read_toml(upath))
+    user = _Validator(str(upath)).table(raw_user, USER, "")
+
+    # Cross-references between named entries.
+    for tname, target in user["targets"].items():
+        if target["vm_host"] and target["vm_host"] not in user["vm_hosts"]:
+            raise ConfigError(f"{upath}: targets.{tname}.vm_host: no vm_hosts.{target['vm_host']}", "add that [vm_hosts] entry or fix the name")
+        if target["transport"] in ("winrm", "ssh") and not target["host"]:
+            raise ConfigError(f"{upath}: targets.{tname}.host: required for transport {target['transport']}", "set host = \"ADDRESS\"")
+        if target["transport"] == "winrm":
+            w = target["winrm"]
+            if w["auth"] == "basic" and not w["ssl"] and not w["allow_basic_http"]:
+                raise ConfigError(
+                    f"{upath}: targets.{tname}.winrm: Basic auth over plain HTTP sends the password in clear text",
+                    "use ssl = true, another auth, or set allow_basic_http = true deliberately",
+                )
+
+    for var, (dotted, spec) in env_overrides().items():
+        if var in os.environ:
+            _set_dotted(project, dotted, _coerce_env(var, os.environ[var], spec))
+            sources[dotted] = var
+    for dotted, value in (flags or {}).items():
+        if value is not None:
+            _set_dotted(project, dotted, value)
+            sources[dotted] = "flag"
+
+    return Config(root=root, project=_sectionize(project), user=_sectionize(user), user_path=upath, sources=sources)
+
+
+def _sectionize(data: dict[str, Any], path: str = "") -> Section:
+    converted: dict[str, Any] = {}
+    for k, v in data.items():
+        converted[k] = _sectionize(v, f"{path}{k}.") if isinstance(v, dict) and k not in ("targets", "vm_hosts", "build_hosts") else v
+    return Section(converted, path)
+
+
+def add_named_entry(path: Path, table: str, name: str, values: Mapping[str, Any]) -> None:
+    """Add or update [table.name] in the user's TOML file, keeping comments and layout.
+
+    The new document is validated before it replaces the file, and the write is
+    atomic (temp file + rename): a bad value never leaves a half-written config.
+    """
+    import tomlkit
+
+    doc = read_toml(path) if path.is_file() else tomlkit.document()
+    if table not in doc:
+        doc[table] = tomlkit.table(is_super_table=True)
+    entries = doc[table]
+    entry = entries.get(name)
+    if entry is None:
+        entry = tomlkit.table()
+        entries[name] = entry
+    for key, value in values.items():
+        if value is None:
+            continue
+        if "." in key:
+            outer, inner = key.split(".", 1)
+            if outer not in entry:
+                entry[outer] = tomlkit.table()
+            entry[outer][inner] = value
+        else:
+            entry[key] = value
+    _Validator(str(path)).table(_plain(doc), USER, "")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(tomlkit.dumps(doc), encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,1 @@
+"""Guest transports: one interface (Guest), one adapter per real thing (WinRM, SSH, local)."""

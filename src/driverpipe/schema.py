@@ -1,0 +1,215 @@
+"""The configuration schema: every key, its type, default and meaning.
+
+One declaration drives validation, defaults, environment-variable names and the
+README's configuration reference, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Key:
+    type: type | tuple[type, ...]
+    default: Any = None
+    doc: str = ""
+    required: bool = False
+    choices: tuple[str, ...] | None = None
+    item_type: type | None = None  # for lists
+    env: bool = True  # may be overridden from DRIVERPIPE_* environment variables
+
+
+@dataclass(frozen=True)
+class Table:
+    """A fixed set of keys (and sub-tables)."""
+
+    keys: dict[str, Key | Table]
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class NamedTables:
+    """A table of user-named entries, each following `entry` (e.g. [targets.NAME])."""
+
+    entry: Table
+    doc: str = ""
+    by_kind: dict[str, Table] = field(default_factory=dict)  # extra keys depending on `kind`
+
+
+EXPECT_PHASE = Table(
+    {
+        "sequence": Key(list, [], "ordered lines to find; exact text, or 're:' + regex (named groups usable later as {name})", item_type=str),
+        "forbid": Key(list, [], "lines that must not appear; exact text, 're:' regex or shell-style glob with '*'", item_type=str),
+        "timeout": Key((int, float), 30, "seconds to wait for the whole sequence"),
+        "prefix": Key(str, "", "only lines starting with this prefix take part (empty: all lines)"),
+    },
+    "one phase of DbgPrint expectations",
+)
+
+PROJECT = Table(
+    {
+        "driver_crate": Key(str, "driver", "path of the driver crate (folder holding Cargo.toml), relative to the project"),
+        "inx": Key(str, "inf/WazabiEDR_Driver.inx", "the driver's INF template (.inx), relative to the project"),
+        "service_name": Key(str, "WazabiEDR", "kernel service name used with sc.exe"),
+        "device_path": Key(str, "\\\\.\\WazabiEDR", "user-mode device path opened by the smoke test"),
+        "log_prefix": Key(str, "[WazabiEDR]", "prefix of the driver's DbgPrint lines"),
+        "default_target": Key(str, "", "target used when --target is not given"),
+        "artifacts_dir": Key(str, "artifacts", "where logs, reports and dumps are written, relative to the project"),
+        "build": Table(
+            {
+                "profile": Key(str, "release", "cargo profile", choices=("release", "debug")),
+                "target_triple": Key(str, "x86_64-pc-windows-msvc", "Rust target triple of the driver"),
+                "features": Key(list, [], "cargo features to enable", item_type=str),
+                "build_host": Key(str, "", "name of a [build_hosts] entry used when not on Windows"),
+                "arch": Key(str, "amd64", "INF architecture ($ARCH$)", choices=("amd64", "arm64")),
+                "driver_version": Key(str, "", "DriverVer version (empty: the crate version + .0)"),
+            }
+        ),
+        "sign": Table(
+            {
+                "backend": Key(str, "auto", "signing tool", choices=("auto", "signtool", "osslsigncode")),
+                "cert_subject": Key(str, "CN=WazabiEDR Test Signing", "subject of the test certificate"),
+                "cert_store": Key(str, "WDRTestCertStore", "Windows certificate store of the test certificate"),
+                "cert_dir": Key(str, "", "directory of the test key/cert/PFX on non-Windows hosts (empty: per-user data dir)"),
+                "pfx_password_env": Key(str, "DRIVERPIPE_PFX_PASSWORD", "environment variable holding the PFX password"),
+                "timestamp_url": Key(str, "", "RFC 3161 timestamp server (empty: no timestamp; never required for test signing)"),
+                "description": Key(str, "WazabiEDR test driver", "description embedded in the signature"),
+            }
+        ),
+        "deploy": Table(
+            {
+                "guest_dir": Key(str, "C:\\WazabiEDR", "directory on the guest that receives the package"),
+                "smoke_test": Key(bool, True, "open the device from user mode after loading"),
+                "reboot_timeout": Key((int, float), 600, "seconds to wait for a guest reboot"),
+                "script_timeout": Key((int, float), 120, "seconds one guest script may run"),
+            }
+        ),
+        "debugview": Table(
+            {
+                "source": Key(str, "", "local path or https URL of Dbgview.exe (or Dbgview64.exe) to install on guests"),
+                "sha256": Key(str, "", "expected SHA-256 of the DebugView executable"),
+                "guest_path": Key(str, "C:\\Tools\\Dbgview.exe", "where DebugView lives on the guest"),
+                "poll_interval": Key((int, float), 0.5, "seconds between reads of the growing log"),
+            }
+        ),
+        "expect": Table(
+            {
+                "load": EXPECT_PHASE,
+                "unload": EXPECT_PHASE,
+                "failed_load": EXPECT_PHASE,
+            },
+            "DbgPrint expectations per phase; in failed_load, {step} is the failing step's name",
+        ),
+        "regress": Table(
+            {
+                "cycles": Key(int, 10, "load/unload cycles"),
+                "fault_steps": Key(list, ["IoCreateDevice", "IoCreateSymbolicLink"], "DriverEntry steps, in order (fault injection index = position + 1)", item_type=str),
+                "verifier": Key(bool, False, "run a Driver Verifier pass"),
+                "known_issues": Key(list, [], "known issues: tables with id, match (regex on a failure) and reason", item_type=dict, env=False),
+            }
+        ),
+    }
+)
+
+TARGET = Table(
+    {
+        "transport": Key(str, "winrm", "how to reach the guest", choices=("winrm", "ssh", "local")),
+        "host": Key(str, "", "guest address (winrm/ssh)"),
+        "port": Key(int, 0, "port (0: 5986 WinRM over HTTPS, 5985 over HTTP, 22 SSH)"),
+        "user": Key(str, "", "account on the guest (an administrator)"),
+        "password_env": Key(str, "", "environment variable holding the password"),
+        "password_keyring": Key(str, "", "keyring entry 'service/username' holding the password"),
+        "test_machine": Key(bool, False, "true allows the pipeline to change boot settings, trust stores and reboot"),
+        "guest_dir": Key(str, "", "overrides deploy.guest_dir for this target"),
+        "vm_host": Key(str, "", "name of a [vm_hosts] entry that runs this guest"),
+        "vm_name": Key(str, "", "VM/domain name on the VM host"),
+        "clean_state": Key(str, "clean", "snapshot/checkpoint name of the clean state"),
+        "winrm": Table(
+            {
+                "ssl": Key(bool, True, "HTTPS (5986); false means HTTP with message encryption"),
+                "auth": Key(str, "negotiate", "authentication", choices=("negotiate", "ntlm", "kerberos", "credssp", "basic", "certificate")),
+                "cert_validation": Key(bool, True, "validate the server certificate"),
+                "ca_bundle": Key(str, "", "CA bundle or the listener's self-signed certificate (PEM)"),
+                "allow_basic_http": Key(bool, False, "allow Basic auth over plain HTTP (credentials in clear text)"),
+                "connection_timeout": Key((int, float), 30, "seconds"),
+                "read_timeout": Key((int, float), 30, "seconds"),
+                "operation_timeout": Key((int, float), 20, "seconds (must stay below read_timeout)"),
+            }
+        ),
+        "ssh": Table(
+            {
+                "known_hosts": Key(str, "", "known_hosts file (empty: ~/.ssh/known_hosts)"),
+                "trust_on_first_use": Key(bool, False, "accept and record an unknown host key (never a changed one)"),
+                "key_file": Key(str, "", "private key file (empty: agent / default keys / password)"),
+                "connect_timeout": Key((int, float), 15, "seconds"),
+            }
+        ),
+    }
+)
+
+VM_HOST_COMMON = Table(
+    {
+        "kind": Key(str, "", "hypervisor", required=True, choices=("qemu", "libvirt", "hyperv")),
+    }
+)
+
+VM_HOST_KINDS = {
+    "qemu": Table(
+        {
+            "binary": Key(str, "qemu-system-x86_64", "QEMU system emulator"),
+            "machine": Key(str, "q35", "machine type"),
+            "accel": Key(str, "kvm:tcg", "accelerators in order of preference"),
+            "memory_mb": Key(int, 4096, "guest memory"),
+            "cpus": Key(int, 2, "guest CPUs"),
+            "base_image": Key(str, "", "qcow2 base image of the prepared guest (never written)"),
+            "ovmf_code": Key(str, "", "OVMF code image without Secure Boot (empty: BIOS boot)"),
+            "ovmf_vars": Key(str, "", "OVMF vars template"),
+            "state_dir": Key(str, "", "where overlays, named states and sockets live (empty: per-user data dir)"),
+            "forward_winrm": Key(int, 55986, "loopback port forwarded to the guest's 5986"),
+            "forward_ssh": Key(int, 0, "loopback port forwarded to the guest's 22 (0: none)"),
+            "forward_rdp": Key(int, 0, "loopback port forwarded to the guest's 3389 (0: none)"),
+            "extra_args": Key(list, [], "extra QEMU arguments", item_type=str),
+            "display": Key(str, "none", "QEMU -display value"),
+        }
+    ),
+    "libvirt": Table(
+        {
+            "uri": Key(str, "qemu:///system", "libvirt connection URI (qemu+ssh://user@host/system for remote)"),
+            "virsh": Key(str, "virsh", "virsh program"),
+        }
+    ),
+    "hyperv": Table(
+        {
+            "transport": Key(str, "local", "how to reach the Hyper-V host", choices=("local", "winrm")),
+            "host": Key(str, "", "Hyper-V host (winrm)"),
+            "user": Key(str, "", "account on the Hyper-V host (winrm)"),
+            "password_env": Key(str, "", "environment variable holding that account's password"),
+            "use_powershell_direct": Key(bool, False, "reach the guest over PowerShell Direct (pipeline runs on the host)"),
+        }
+    ),
+}
+
+BUILD_HOST = Table(
+    {
+        "transport": Key(str, "ssh", "how to reach the Windows build host", choices=("ssh", "winrm")),
+        "host": Key(str, "", "address", required=True),
+        "port": Key(int, 0, "port (0: transport default)"),
+        "user": Key(str, "", "account", required=True),
+        "password_env": Key(str, "", "environment variable holding the password"),
+        "password_keyring": Key(str, "", "keyring entry 'service/username'"),
+        "work_dir": Key(str, "C:\\driverpipe-build", "where sources are unpacked and built"),
+        "ssh": TARGET.keys["ssh"],  # type: ignore[dict-item]
+        "winrm": TARGET.keys["winrm"],  # type: ignore[dict-item]
+    }
+)
+
+USER = Table(
+    {
+        "default_target": Key(str, "", "target used when --target is not given"),
+        "targets": NamedTables(TARGET, "Windows guests the driver is deployed to"),
+        "vm_hosts": NamedTables(VM_HOST_COMMON, "hypervisors that run the guests", by_kind=VM_HOST_KINDS),
+        "build_hosts": NamedTables(BUILD_HOST, "Windows machines with the WDK used to build from other hosts"),
+    }
+)
