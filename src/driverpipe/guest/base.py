@@ -3,20 +3,32 @@
 A guest runs PowerShell scripts shipped as .ps1 files in driverpipe/scripts/guest/.
 Parameters are BOUND (never formatted into script text), and each script writes
 exactly one JSON document as its last line of output, which run_script parses.
+`run_batch` runs several scripts in one round trip (Invoke-Batch.ps1 splats each
+item's parameters), which keeps a redeploy to a handful of round trips.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+from ..errors import StepFailed
 
 SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "scripts" / "guest"
 
 
 def script_path(name: str) -> Path:
     """Path of a shipped guest script by file name (e.g. 'Get-GuestState.ps1')."""
-    return SCRIPTS_DIR / name
+    path = SCRIPTS_DIR / name
+    if not path.is_file():
+        raise FileNotFoundError(f"no shipped guest script {name}")
+    return path
+
+
+def script_text(name: str) -> str:
+    return script_path(name).read_text(encoding="utf-8-sig")
 
 
 @dataclass
@@ -27,6 +39,10 @@ class PushResult:
     size: int
 
 
+class GuestScriptError(StepFailed):
+    """A guest script ran and reported an error (message from the guest, one line)."""
+
+
 class Guest(Protocol):
     """A Windows machine the pipeline talks to."""
 
@@ -34,7 +50,11 @@ class Guest(Protocol):
     round_trips: int  # remote round trips made so far (benchmarks and tests read it)
 
     def run_script(self, script: str, params: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
-        """Run a shipped .ps1 with bound parameters; return its parsed JSON result."""
+        """Run a shipped .ps1 (by file name) with bound parameters; return its parsed JSON result."""
+        ...
+
+    def run_batch(self, items: list[tuple[str, dict[str, Any]]], *, timeout: float | None = None) -> list[Any]:
+        """Run several shipped scripts in one round trip; results in order."""
         ...
 
     def push(self, local: Path, remote: str) -> PushResult:
@@ -54,3 +74,24 @@ class Guest(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class BatchMixin:
+    """run_batch on top of run_script, through the shipped Invoke-Batch.ps1."""
+
+    def run_script(self, script: str, params: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
+        raise NotImplementedError
+
+    def run_batch(self, items: list[tuple[str, dict[str, Any]]], *, timeout: float | None = None) -> list[Any]:
+        payload = [{"script": script_text(name), "params": params} for name, params in items]
+        raw = self.run_script("Invoke-Batch.ps1", {"ItemsJson": json.dumps(payload)}, timeout=timeout)
+        results = raw if isinstance(raw, list) else [raw]
+        out: list[Any] = []
+        for (name, _), entry in zip(items, results, strict=False):
+            if not isinstance(entry, dict) or not entry.get("ok"):
+                message = entry.get("error") if isinstance(entry, dict) else repr(entry)
+                raise GuestScriptError(f"{name} failed on the guest: {message}")
+            out.append(entry.get("result"))
+        if len(out) != len(items):
+            raise GuestScriptError(f"batch stopped after {len(out)} of {len(items)} scripts")
+        return out
