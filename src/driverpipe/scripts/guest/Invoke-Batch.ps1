@@ -17,7 +17,8 @@ foreach ($item in $items) {
     $block = [scriptblock]::Create([string]$item.script)
     try {
         $out = & $block @bound
-        $last = @($out | Where-Object { $_ -is [string] -and $_.Trim().StartsWith('{') -or $_ -is [string] -and $_.Trim().StartsWith('[') }) | Select-Object -Last 1
+        # PowerShell's -and/-or share one precedence level: parenthesise.
+        $last = @($out | Where-Object { ($_ -is [string]) -and ($_.Trim().StartsWith('{') -or $_.Trim().StartsWith('[')) }) | Select-Object -Last 1
         $value = $null
         if ($null -ne $last) { $value = $last | ConvertFrom-Json }
         $results += [pscustomobject]@{ ok = $true; result = $value }
