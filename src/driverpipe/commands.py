@@ -48,11 +48,14 @@ def guarded(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def make_context(dry: bool, flags: dict[str, Any] | None = None, verbose: bool = False) -> Any:
+def make_context(dry: bool, flags: dict[str, Any] | None = None, verbose: bool = False, *, target: str | bool | None = False) -> Any:
+    """Load and validate config. `target` (a name, or None for the default) is checked up front."""
     from .config import load
     from .context import RunContext
 
     cfg = load(flags=flags)
+    if target is not False:
+        cfg.target(target if isinstance(target, str) else None)
     return RunContext(config=cfg, dry=dry, verbose=verbose)
 
 
@@ -72,7 +75,7 @@ def not_implemented(task: str, issue: str) -> None:
 
 @guarded
 def build(dry: bool, *, from_path: str | None, profile: str | None, features: str | None, build_host: str | None) -> int:
-    flags = {"build.profile": profile, "build.build_host": build_host}
+    flags: dict[str, Any] = {"build.profile": profile, "build.build_host": build_host}
     if features is not None:
         flags["build.features"] = [f for f in features.replace(",", " ").split() if f]
     ctx = make_context(dry, flags)
@@ -96,33 +99,33 @@ def sign(dry: bool, *, new_cert: bool, backend: str | None, profile: str | None)
 
 @guarded
 def deploy(dry: bool, *, target: str | None, no_verify: bool) -> int:
-    ctx = make_context(dry)
+    ctx = make_context(dry, target=target)
     return int(_step("deploy").run(ctx, target=target, verify=not no_verify) or 0)
 
 
 @guarded
 def unload(dry: bool, *, target: str | None, delete: bool) -> int:
-    ctx = make_context(dry)
+    ctx = make_context(dry, target=target)
     _step("deploy").unload(ctx, target=target, delete=delete)
     return 0
 
 
 @guarded
 def verify(dry: bool, *, target: str | None, log: str | None, phase: str, as_json: bool, step: str | None) -> int:
-    ctx = make_context(dry)
+    ctx = make_context(dry, target=False if log else target)
     return int(_step("verify").run(ctx, target=target, log=Path(log) if log else None, phase=phase, as_json=as_json, step=step) or 0)
 
 
 @guarded
 def logs(dry: bool, *, target: str | None, out: str | None) -> int:
-    ctx = make_context(dry)
+    ctx = make_context(dry, target=target)
     _step("verify").pull_logs(ctx, target=target, out=Path(out) if out else None)
     return 0
 
 
 @guarded
 def regress(dry: bool, *, target: str | None, cycles: int | None, no_faults: bool, verifier: bool, report_dir: str | None) -> int:
-    ctx = make_context(dry, {"regress.cycles": cycles, "regress.verifier": verifier or None})
+    ctx = make_context(dry, {"regress.cycles": cycles, "regress.verifier": verifier or None}, target=target)
     return int(_step("regress").run(ctx, target=target, faults=not no_faults, report_dir=Path(report_dir) if report_dir else None) or 0)
 
 
@@ -135,7 +138,7 @@ def doctor(dry: bool, *, target: str | None, tasks: str | None) -> int:
 
 @guarded
 def provision(dry: bool, *, target: str | None) -> int:
-    ctx = make_context(dry)
+    ctx = make_context(dry, target=target)
     return int(_step("provision").run(ctx, target=target) or 0)
 
 
@@ -155,5 +158,5 @@ def target_add(dry: bool, *, name: str, values: dict[str, Any]) -> int:
 
 @guarded
 def vm(dry: bool, action: str, *, target: str | None, name: str | None = None, timeout: float | None = None) -> int:
-    ctx = make_context(dry)
+    ctx = make_context(dry, target=target)
     return int(_step("vm.control").run(ctx, action, target=target, state=name, timeout=timeout) or 0)

@@ -6,18 +6,19 @@ README's configuration reference, so they cannot drift apart.
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass, field
 from typing import Any
 
 
 @dataclass(frozen=True)
 class Key:
-    type: type | tuple[type, ...]
+    type: builtins.type | tuple[builtins.type, ...]
     default: Any = None
     doc: str = ""
     required: bool = False
     choices: tuple[str, ...] | None = None
-    item_type: type | None = None  # for lists
+    item_type: builtins.type | None = None  # for lists
     env: bool = True  # may be overridden from DRIVERPIPE_* environment variables
 
 
@@ -25,7 +26,7 @@ class Key:
 class Table:
     """A fixed set of keys (and sub-tables)."""
 
-    keys: dict[str, Key | Table]
+    keys: dict[str, Key | Table | NamedTables]
     doc: str = ""
 
 
@@ -105,7 +106,9 @@ PROJECT = Table(
         "regress": Table(
             {
                 "cycles": Key(int, 10, "load/unload cycles"),
-                "fault_steps": Key(list, ["IoCreateDevice", "IoCreateSymbolicLink"], "DriverEntry steps, in order (fault injection index = position + 1)", item_type=str),
+                "fault_steps": Key(
+            list, ["IoCreateDevice", "IoCreateSymbolicLink"], "DriverEntry steps, in order (fault injection index = position + 1)", item_type=str
+        ),
                 "verifier": Key(bool, False, "run a Driver Verifier pass"),
                 "known_issues": Key(list, [], "known issues: tables with id, match (regex on a failure) and reason", item_type=dict, env=False),
             }
