@@ -1,0 +1,473 @@
+"""`invoke verify` / `invoke logs` and the live DebugView capture used by deploy and regress.
+
+Capture on the guest (nothing here ran against real Windows; see the README's
+"verified where" table):
+  - DebugView is installed if missing (debugview.source: local path pushed with
+    guest.push, or an https URL downloaded on the guest; SHA-256 checked);
+  - the capture runs in a scheduled task as SYSTEM, so it outlives the WinRM
+    shell (pypsrp kills child processes when the pool closes), with
+    `/accepteula /t /k /v /om /f /l <log> /m <MB>`: kernel + verbose kernel
+    output (so the Debug Print Filter need not be set), clock time with ms,
+    tray start, no filter prompt, a size limit;
+  - the log is tailed by offset (guest.read_range) while the verdict is pending;
+  - whether kernel capture works from session 0 is unknown (note 02): an empty
+    log while the driver is loaded is reported as exactly that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import ntpath
+import os
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .context import RunContext
+from .dbgview import LogLine, LogTail
+from .errors import ConfigError, EnvironmentProblem, StepFailed
+from .expect import Expectation, Matcher, Verdict, render_markdown, render_table
+
+PHASES = ("load", "unload", "failed_load")
+TASK_PREFIX = "driverpipe-dbgview-"
+LIMIT_MB = 64  # DebugView /m: a runaway driver cannot fill the guest's disk
+READ_CHUNK = 1 << 20
+
+
+# ---------------------------------------------------------------------------
+# Expectations from config
+# ---------------------------------------------------------------------------
+
+
+def normalize_phase(phase: str) -> str:
+    name = (phase or "load").strip().lower().replace("-", "_")
+    if name == "failed":
+        name = "failed_load"
+    if name not in PHASES:
+        raise ConfigError(f"--phase {phase!r}: unknown phase", f"use one of: {', '.join(PHASES)}")
+    return name
+
+
+def expectation_for(ctx: RunContext, phase: str, step: str | None = None) -> Expectation:
+    """The configured expectation of a phase; --step N (1-based) names regress.fault_steps[N-1]."""
+    name = normalize_phase(phase)
+    if step is not None and step.strip().isdigit():
+        steps = list(ctx.config.project.regress.fault_steps)
+        n = int(step)
+        if not 1 <= n <= len(steps):
+            raise ConfigError(f"--step {step}: no such fault step (regress.fault_steps has {len(steps)})", f"use 1..{len(steps)} or a name: {', '.join(steps)}")
+        step = steps[n - 1]
+    return Expectation.from_config(ctx.config.project.expect[name], step=step, phase=name)
+
+
+# ---------------------------------------------------------------------------
+# Following a log until a verdict
+# ---------------------------------------------------------------------------
+
+
+def follow(
+    tail: LogTail,
+    matcher: Matcher,
+    *,
+    timeout: float,
+    poll_interval: float,
+    live: bool,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    on_lines: Callable[[list[LogLine]], None] | None = None,
+) -> Verdict:
+    """Poll `tail` every poll_interval until pass/fail, or until timeout (then a final verdict).
+
+    `live=False` (a finished log): read everything once and decide.
+    """
+    start = clock()
+    while True:
+        lines = tail.poll(final=not live)
+        if on_lines is not None:
+            on_lines(lines)
+        matcher.feed(lines)
+        waited = clock() - start
+        verdict = matcher.verdict(final=not live, waited_s=waited if live else None)
+        if verdict.status != "pending":
+            return verdict
+        if waited >= timeout:
+            rest = tail.poll(final=True)
+            if on_lines is not None:
+                on_lines(rest)
+            matcher.feed(rest)
+            return matcher.verdict(final=True, waited_s=clock() - start)
+        sleep(max(0.0, min(poll_interval, timeout - waited)))
+
+
+# ---------------------------------------------------------------------------
+# Output: people, machines, GitHub Actions
+# ---------------------------------------------------------------------------
+
+
+def _gh_escape(text: str, prop: bool = False) -> str:
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    if prop:
+        text = text.replace(":", "%3A").replace(",", "%2C")
+    return text
+
+
+def report(ctx: RunContext, verdict: Verdict, *, as_json: bool, source: str = "") -> int:
+    """Print the verdict; add a GitHub step summary / annotation when running there. 0 pass, 1 otherwise."""
+    if as_json:
+        data = verdict.to_dict()
+        data["source"] = source
+        ctx.say(json.dumps(data, ensure_ascii=False, indent=2))
+    else:
+        ctx.say(render_table(verdict))
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        try:
+            with open(summary, "a", encoding="utf-8") as fh:
+                fh.write(render_markdown(verdict) + (f"\nLog: `{source}`\n" if source else "") + "\n")
+        except OSError as exc:
+            ctx.progress(f"warning: cannot append to GITHUB_STEP_SUMMARY ({exc.strerror})")
+    if os.environ.get("GITHUB_ACTIONS") == "true" and not verdict.passed:
+        line = f"::error title={_gh_escape(f'DbgPrint verify ({verdict.phase})', prop=True)}::{_gh_escape(verdict.message)}"
+        # With --json stdout must stay one JSON document (unsure: whether the runner reads commands on stderr).
+        (ctx.progress if as_json else ctx.say)(line)
+    return 0 if verdict.passed else 1
+
+
+# ---------------------------------------------------------------------------
+# Tasks
+# ---------------------------------------------------------------------------
+
+
+def _guest_dir(ctx: RunContext, target: Any = None) -> str:
+    own = str(target.get("guest_dir", "") or "") if target is not None else ""
+    return own or str(ctx.config.project.deploy.guest_dir)
+
+
+def log_dir(ctx: RunContext, target: Any = None) -> str:
+    return ntpath.join(_guest_dir(ctx, target), "dbgview")
+
+
+def _status_params(ctx: RunContext, target: Any, **extra: Any) -> dict[str, Any]:
+    return {
+        "LogDir": log_dir(ctx, target),
+        "ServiceName": str(ctx.config.project.service_name),
+        "DbgviewPath": str(ctx.config.project.debugview.guest_path),
+        **extra,
+    }
+
+
+def verify_file(ctx: RunContext, path: Path, expectation: Expectation) -> Verdict:
+    """The assertion over a saved log, read in bounded chunks (a 50 MB log is never held as lines)."""
+    if not path.exists():
+        raise ConfigError(f"--log {path}: file not found", "give the path of a saved DebugView log")
+    if not path.is_file():
+        raise ConfigError(f"--log {path}: not a file", "give the path of a saved DebugView log")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"--log {path}: cannot read ({exc.strerror})", "check the file's permissions") from None
+    tail = LogTail.for_file(path)
+    matcher = Matcher(expectation)
+    while True:
+        matcher.feed(tail.poll(limit=8 * READ_CHUNK))
+        if tail.exhausted:
+            break
+    matcher.feed(tail.poll(final=True))
+    return matcher.verdict(final=True)
+
+
+def run(ctx: RunContext, *, target: str | None, log: Path | None, phase: str, as_json: bool, step: str | None) -> int:
+    """`invoke verify`: 0 when the DbgPrint expectation holds, 1 when not.
+
+    --log FILE: offline, no target needed. Otherwise the newest capture log on the
+    target (the one deploy wrote) is checked, following it while a capture runs.
+    """
+    expectation = expectation_for(ctx, phase, step)
+    if log is not None:
+        verdict = verify_file(ctx, Path(log), expectation)
+        return report(ctx, verdict, as_json=as_json, source=str(log))
+
+    tsec = ctx.config.target(target)
+    params = _status_params(ctx, tsec)
+    if ctx.dry:
+        from .guest.base import script_path
+
+        ctx.show_script(f"guest {tsec.name}", script_path("Get-DbgCaptureStatus.ps1"), params)
+        ctx.say(f"[dry] then: tail the newest log in {params['LogDir']} and check phase {expectation.phase} (timeout {expectation.timeout:g} s)")
+        return 0
+    from .guest.connect import open_guest
+
+    guest = open_guest(ctx, tsec)
+    try:
+        status = guest.run_script("Get-DbgCaptureStatus.ps1", params) or {}
+        latest = status.get("latest_log")
+        if not latest:
+            raise StepFailed(
+                f"no DebugView capture log in {params['LogDir']} on {tsec.name}",
+                "run `invoke deploy` (it captures the driver's output), or check a saved log with --log FILE",
+            )
+        tail = LogTail(lambda off, n: guest.read_range(latest, off, n), chunk_size=READ_CHUNK)
+        live = bool(status.get("capturing"))
+        verdict = follow(
+            tail,
+            Matcher(expectation),
+            timeout=expectation.timeout if live else 0.0,
+            poll_interval=float(ctx.config.project.debugview.poll_interval),
+            live=live,
+        )
+        if verdict.status == "empty-log":
+            _explain_empty(verdict, status, log_path=latest, service=str(ctx.config.project.service_name))
+    finally:
+        guest.close()
+    return report(ctx, verdict, as_json=as_json, source=f"{tsec.name}:{latest}")
+
+
+def _pull_atomic(guest: Any, remote: str, local: Path) -> None:
+    """guest.pull into a temp name, then rename: an interrupted pull never leaves a half file."""
+    local.parent.mkdir(parents=True, exist_ok=True)
+    tmp = local.with_name(local.name + ".part")
+    try:
+        guest.pull(remote, tmp)
+        os.replace(tmp, local)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def pull_logs(ctx: RunContext, *, target: str | None, out: Path | None) -> Path:
+    """`invoke logs`: copy every capture log (and minidumps) from the guest to out/ (default artifacts/logs/<target>)."""
+    tsec = ctx.config.target(target)
+    dest = Path(out) if out else ctx.artifacts / "logs" / str(tsec.name)
+    params = _status_params(ctx, tsec)
+    if ctx.dry:
+        from .guest.base import script_path
+
+        ctx.show_script(f"guest {tsec.name}", script_path("Get-DbgCaptureStatus.ps1"), params)
+        ctx.say(f"[dry] then: pull each capture log and minidump into {dest}")
+        return dest
+    from .guest.connect import open_guest
+
+    guest = open_guest(ctx, tsec)
+    pulled: list[Path] = []
+    try:
+        status = guest.run_script("Get-DbgCaptureStatus.ps1", params) or {}
+        for group, sub in (("logs", ""), ("minidumps", "minidumps")):
+            for entry in status.get(group) or []:
+                remote = str(entry.get("path", ""))
+                if not remote:
+                    continue
+                local = dest / sub / ntpath.basename(remote)
+                _pull_atomic(guest, remote, local)
+                pulled.append(local)
+    finally:
+        guest.close()
+    if pulled:
+        ctx.say(f"pulled {len(pulled)} file(s) from {tsec.name} into {dest}")
+    else:
+        ctx.say(f"no capture logs in {params['LogDir']} and no minidumps on {tsec.name}")
+    return dest
+
+
+# ---------------------------------------------------------------------------
+# Live capture
+# ---------------------------------------------------------------------------
+
+
+def _explain_empty(verdict: Verdict, status: dict[str, Any], *, log_path: str, service: str, waited: float | None = None, read_error: str = "") -> None:
+    """Replace 'no lines' by what the guest says about why (the exact explanation people need)."""
+    svc = status.get("service") or {}
+    state = str(svc.get("state") or "").upper() or ("MISSING" if svc.get("exists") is False else "UNKNOWN")
+    dbg = status.get("dbgview") or {}
+    task = status.get("task") or {}
+    flt = status.get("print_filter")
+    filt = f"Debug Print Filter DEFAULT={flt:#x}" if isinstance(flt, int) else "Debug Print Filter DEFAULT not set"
+    stayed = f"stayed empty for {waited:.0f} s" if waited is not None else "is empty"
+    if read_error:
+        why = f"the DebugView log {log_path} could not be read ({read_error})"
+    elif not dbg.get("running"):
+        why = (
+            f"DebugView is not running on the guest (task {task.get('name') or '?'}: state {task.get('state') or 'missing'}, "
+            f"last result {task.get('last_result', '?')}): the capture never started or ended early"
+        )
+    elif state == "RUNNING":
+        why = (
+            f"the DebugView log {log_path} {stayed} although service {service} is RUNNING (the driver loaded): "
+            f"kernel capture is not working in this session type (DebugView started by a SYSTEM scheduled task in session 0), "
+            f"or the Debug Print Filter is not active until reboot ({filt})"
+        )
+    else:
+        why = f"the DebugView log {log_path} {stayed} and service {service} is {state}: the driver did not load, so it printed nothing"
+    verdict.message = f"{verdict.phase}: EMPTY LOG: {why}"
+    verdict.notes.append(why)
+
+
+class Capture:
+    """One DebugView capture on a guest for one run (deploy, a regress cycle).
+
+    Usage: guest.run_batch([*cap.ensure_items(), *cap.start_items(), <load scripts>]);
+    cap.wait_for("load"); ...; guest.run_batch(cap.stop_items()); cap.pull(dir).
+    Successive wait_for calls check successive windows of the same log: each
+    starts after the line the previous phase matched last.
+    """
+
+    def __init__(
+        self,
+        ctx: RunContext,
+        guest: Any,
+        run_id: str,
+        *,
+        guest_dir: str | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", run_id or ""):
+            raise ConfigError(f"capture run id {run_id!r} is not a simple name", "use letters, digits, '-', '_' or '.'")
+        self.ctx = ctx
+        self.guest = guest
+        self.run_id = run_id
+        dv = ctx.config.project.debugview
+        self.dbgview_path = str(dv.guest_path)
+        self.poll_interval = float(dv.poll_interval)
+        if self.poll_interval <= 0:
+            raise ConfigError(f"debugview.poll_interval = {dv.poll_interval!r}: must be above 0", "e.g. poll_interval = 0.5")
+        base = guest_dir or str(ctx.config.project.deploy.guest_dir)
+        self.log_dir = ntpath.join(base, "dbgview")
+        self.remote_log = ntpath.join(self.log_dir, f"{run_id}.log")
+        self.task_name = TASK_PREFIX + run_id
+        self._sleep = sleep
+        self._clock = clock
+        self.tail = LogTail(self._read, chunk_size=READ_CHUNK)
+        self.read_error = ""
+        self._window: list[LogLine] = []  # lines not yet claimed by a phase
+        self.lines_total = 0
+
+    # ---- batch items -----------------------------------------------------------------------
+    def ensure_items(self) -> list[tuple[str, dict[str, Any]]]:
+        """Install DebugView if missing. A local source is pushed now (skipped when the hash matches)."""
+        dv = self.ctx.config.project.debugview
+        source = str(dv.source or "").strip()
+        want = str(dv.sha256 or "").strip().lower()
+        if want and not re.fullmatch(r"[0-9a-f]{64}", want):
+            raise ConfigError(f"debugview.sha256 = {dv.sha256!r} is not a SHA-256 hex digest", "paste the 64 hex digits of the file's SHA-256")
+        params: dict[str, Any] = {"Path": self.dbgview_path}
+        if not source:
+            return [("Install-DebugView.ps1", params)]  # must already be there: the script says so if not
+        if re.match(r"(?i)https?://", source):
+            if not source.lower().startswith("https://"):
+                raise ConfigError(f"debugview.source {source!r}: plain http download", "use an https URL, or a local path")
+            if not want:
+                raise ConfigError("debugview.source is a URL but debugview.sha256 is empty", "set debugview.sha256 to the SHA-256 of that file")
+            return [("Install-DebugView.ps1", {**params, "Url": source, "Sha256": want})]
+        local = self.ctx.config.path(source)
+        if not local.is_file():
+            raise ConfigError(f"debugview.source {source!r}: no such file ({local})", "point it at Dbgview.exe or DebugView.zip, or an https URL")
+        digest = hashlib.sha256(local.read_bytes()).hexdigest()
+        if want and digest != want:
+            raise ConfigError(f"debugview.source {local.name}: SHA-256 {digest} does not match debugview.sha256 {want}", "use the right file or fix sha256")
+        if local.suffix.lower() == ".zip":
+            remote = ntpath.join(ntpath.dirname(self.dbgview_path), "DebugView.zip")
+            params.update({"Archive": remote, "Sha256": digest})
+        else:
+            remote = self.dbgview_path
+            params["Sha256"] = digest
+        if self.ctx.dry:
+            self.ctx.say(f"[dry] push {local} -> {remote}")
+        else:
+            self.guest.push(local, remote)
+        return [("Install-DebugView.ps1", params)]
+
+    def start_items(self) -> list[tuple[str, dict[str, Any]]]:
+        """Start the capture (returns at once; the task runs on after the shell closes)."""
+        return [
+            (
+                "Start-DbgCapture.ps1",
+                {
+                    "DbgviewPath": self.dbgview_path,
+                    "LogPath": self.remote_log,
+                    "TaskName": self.task_name,
+                    "TaskPrefix": TASK_PREFIX,
+                    "LimitMB": LIMIT_MB,
+                },
+            )
+        ]
+
+    def stop_items(self) -> list[tuple[str, dict[str, Any]]]:
+        return [("Stop-DbgCapture.ps1", {"TaskName": self.task_name, "LogPath": self.remote_log, "DbgviewPath": self.dbgview_path})]
+
+    def status_items(self) -> list[tuple[str, dict[str, Any]]]:
+        return [
+            (
+                "Get-DbgCaptureStatus.ps1",
+                {
+                    "LogDir": self.log_dir,
+                    "ServiceName": str(self.ctx.config.project.service_name),
+                    "DbgviewPath": self.dbgview_path,
+                    "TaskName": self.task_name,
+                    "LogPath": self.remote_log,
+                },
+            )
+        ]
+
+    # ---- tailing ---------------------------------------------------------------------------
+    def _read(self, offset: int, max_bytes: int) -> bytes:
+        try:
+            data = self.guest.read_range(self.remote_log, offset, max_bytes)
+        except StepFailed as exc:  # the log may not exist yet: DebugView creates it when it starts (unsure)
+            self.read_error = exc.message
+            return b""
+        self.read_error = ""
+        return bytes(data)
+
+    def _collect(self, lines: list[LogLine]) -> None:
+        self._window.extend(lines)
+        self.lines_total += sum(1 for ln in lines if ln.kind != "header")
+
+    def wait_for(self, phase: str, step: str | None = None, timeout: float | None = None) -> Verdict:
+        """Tail the log every poll_interval until the phase's verdict is pass/fail, or timeout."""
+        expectation = expectation_for(self.ctx, phase, step)
+        limit = expectation.timeout if timeout is None else float(timeout)
+        matcher = Matcher(expectation)
+        if self.ctx.dry:
+            verdict = matcher.verdict(final=False)
+            verdict.message = f"{expectation.phase}: [dry] nothing captured; would wait up to {limit:g} s for {self.remote_log}"
+            self.ctx.say(verdict.message)
+            return verdict
+        # Lines read during an earlier phase but after its last match belong to this one.
+        earlier = self.lines_total - sum(1 for ln in self._window if ln.kind != "header")
+        matcher.feed(self._window)
+        verdict = follow(
+            self.tail, matcher, timeout=limit, poll_interval=self.poll_interval, live=True,
+            sleep=self._sleep, clock=self._clock, on_lines=self._collect,
+        )  # fmt: skip
+        # The next phase starts after this phase's last matched line.
+        last = verdict.last_matched
+        if last is not None:
+            cut = next((i for i, ln in enumerate(self._window) if ln is last), -1)
+            self._window = self._window[cut + 1 :]
+        if verdict.status == "empty-log":
+            if earlier > 0:
+                verdict.status = "fail"
+                verdict.message = f"{expectation.phase}: FAIL: no new DebugView lines after the previous phase; waited {verdict.waited_s or 0:.1f} s"
+            else:
+                status = (self.guest.run_batch(self.status_items()) or [{}])[0] or {}
+                _explain_empty(verdict, status, log_path=self.remote_log, service=str(self.ctx.config.project.service_name),
+                               waited=verdict.waited_s, read_error=self.read_error)  # fmt: skip
+        return verdict
+
+    def pull(self, local_dir: Path) -> Path:
+        """Copy this run's log into local_dir (atomically); returns the local path."""
+        local = Path(local_dir) / f"dbgview-{self.run_id}.log"
+        if self.ctx.dry:
+            self.ctx.say(f"[dry] pull {self.remote_log} -> {local}")
+            return local
+        try:
+            _pull_atomic(self.guest, self.remote_log, local)
+        except StepFailed as exc:
+            raise StepFailed(f"cannot pull the DebugView log {self.remote_log}: {exc.message}", "see `invoke logs` and the capture status") from None
+        except OSError as exc:
+            raise EnvironmentProblem(f"cannot write {local} ({exc.strerror})", "check the artifacts folder") from None
+        return local
