@@ -147,6 +147,7 @@ TARGET = Table(
                 "trust_on_first_use": Key(bool, False, "accept and record an unknown host key (never a changed one)"),
                 "key_file": Key(str, "", "private key file (empty: agent / default keys / password)"),
                 "connect_timeout": Key((int, float), 15, "seconds"),
+                "powershell_path": Key(str, "powershell", "PowerShell on the guest: powershell (Windows PowerShell 5.1), pwsh or a full path"),
             }
         ),
     }
@@ -175,6 +176,7 @@ VM_HOST_KINDS = {
             "forward_rdp": Key(int, 0, "loopback port forwarded to the guest's 3389 (0: none)"),
             "extra_args": Key(list, [], "extra QEMU arguments", item_type=str),
             "display": Key(str, "none", "QEMU -display value"),
+            "nic": Key(str, "e1000", "guest NIC model (e1000: driver in-box in Windows; virtio-net-pci needs virtio-win drivers)"),
         }
     ),
     "libvirt": Table(
