@@ -1,0 +1,89 @@
+# (Re)load the kernel driver service: stop an older loaded build and wait for
+# STOPPED, create the service or point it at the new image (sc config), start it.
+# Returns every sc.exe exit code (the Win32 error) and raw output; Python
+# diagnoses them. Only numbers are read here (STATE n), never localized words.
+[CmdletBinding()]
+param(
+    [Parameter(Mandatory)][string]$ServiceName,
+    [Parameter(Mandatory)][string]$BinaryPath,
+    [string]$ExpectedSha256 = '',
+    [int]$StopTimeoutSeconds = 30
+)
+$ErrorActionPreference = 'Stop'
+
+function Invoke-Native {
+    param([string]$Exe, [string[]]$Arguments)
+    $saved = $ErrorActionPreference
+    $ErrorActionPreference = 'Continue'
+    try {
+        $lines = @(& $Exe @Arguments 2>&1 | ForEach-Object { "$_" })
+        $rc = $LASTEXITCODE
+    } finally {
+        $ErrorActionPreference = $saved
+    }
+    [pscustomobject]@{ rc = $rc; output = ($lines -join "`r`n") }
+}
+
+function Get-StateNumber {
+    param([string]$Text)
+    if ($Text -match 'STATE\s*:\s*(\d+)') { return [int]$Matches[1] }
+    return 0
+}
+
+$ops = @()
+$result = [ordered]@{ ok = $false; error = ''; ops = $null; start_rc = $null; final_query = $null; actual_sha256 = '' }
+
+# Never load an image other than the one we pushed.
+if ($ExpectedSha256) {
+    if (-not (Test-Path -LiteralPath $BinaryPath -PathType Leaf)) {
+        $result.error = 'image_missing'
+    } else {
+        $actual = (Get-FileHash -LiteralPath $BinaryPath -Algorithm SHA256).Hash.ToLowerInvariant()
+        $result.actual_sha256 = $actual
+        if ($actual -ne $ExpectedSha256.ToLowerInvariant()) { $result.error = 'hash_mismatch' }
+    }
+}
+
+if (-not $result.error) {
+    $query = Invoke-Native 'sc.exe' @('query', $ServiceName)
+    $ops += [pscustomobject]@{ op = 'query'; rc = $query.rc; output = $query.output }
+    $exists = ($query.rc -ne 1060)
+    $state = Get-StateNumber $query.output
+
+    if ($exists -and ($state -ne 1) -and ($state -ne 0)) {
+        $stop = Invoke-Native 'sc.exe' @('stop', $ServiceName)
+        $ops += [pscustomobject]@{ op = 'stop'; rc = $stop.rc; output = $stop.output }
+        $deadline = (Get-Date).AddSeconds($StopTimeoutSeconds)
+        do {
+            $q = Invoke-Native 'sc.exe' @('query', $ServiceName)
+            $state = Get-StateNumber $q.output
+            if (($state -eq 1) -or ($q.rc -eq 1060)) { break }
+            Start-Sleep -Milliseconds 250
+        } while ((Get-Date) -lt $deadline)
+        $ops += [pscustomobject]@{ op = 'wait_stopped'; rc = $q.rc; output = $q.output }
+        if (($state -ne 1) -and ($q.rc -ne 1060)) { $result.error = 'stop_timeout' }
+        if ($q.rc -eq 1060) { $exists = $false }
+    }
+
+    if (-not $result.error) {
+        if ($exists) {
+            $cfg = Invoke-Native 'sc.exe' @('config', $ServiceName, 'type=', 'kernel', 'start=', 'demand', 'binPath=', $BinaryPath)
+            $ops += [pscustomobject]@{ op = 'config'; rc = $cfg.rc; output = $cfg.output }
+            $setupRc = $cfg.rc
+        } else {
+            $create = Invoke-Native 'sc.exe' @('create', $ServiceName, 'type=', 'kernel', 'start=', 'demand', 'binPath=', $BinaryPath)
+            $ops += [pscustomobject]@{ op = 'create'; rc = $create.rc; output = $create.output }
+            $setupRc = $create.rc
+        }
+        if ($setupRc -eq 0) {
+            $start = Invoke-Native 'sc.exe' @('start', $ServiceName)
+            $ops += [pscustomobject]@{ op = 'start'; rc = $start.rc; output = $start.output }
+            $result.start_rc = $start.rc
+            $final = Invoke-Native 'sc.exe' @('query', $ServiceName)
+            $result.final_query = $final
+            $result.ok = ($start.rc -eq 0)
+        }
+    }
+}
+$result.ops = @($ops)
+[pscustomobject]$result | ConvertTo-Json -Compress -Depth 6

@@ -1,0 +1,72 @@
+# Stop the driver service, wait for STOPPED, check the device path is gone
+# (CreateFileW must fail with ERROR_FILE_NOT_FOUND), optionally sc delete.
+[CmdletBinding()]
+param(
+    [Parameter(Mandatory)][string]$ServiceName,
+    [Parameter(Mandatory)][string]$DevicePath,
+    [bool]$Delete = $false,
+    [int]$TimeoutSeconds = 30
+)
+$ErrorActionPreference = 'Stop'
+
+function Invoke-Native {
+    param([string]$Exe, [string[]]$Arguments)
+    $saved = $ErrorActionPreference
+    $ErrorActionPreference = 'Continue'
+    try {
+        $lines = @(& $Exe @Arguments 2>&1 | ForEach-Object { "$_" })
+        $rc = $LASTEXITCODE
+    } finally {
+        $ErrorActionPreference = $saved
+    }
+    [pscustomobject]@{ rc = $rc; output = ($lines -join "`r`n") }
+}
+
+function Get-StateNumber {
+    param([string]$Text)
+    if ($Text -match 'STATE\s*:\s*(\d+)') { return [int]$Matches[1] }
+    return 0
+}
+
+if (-not ('DriverpipeDeviceProbe' -as [type])) {
+    Add-Type -TypeDefinition @'
+using System;
+using System.Runtime.InteropServices;
+public static class DriverpipeDeviceProbe {
+    [DllImport("kernel32.dll", SetLastError = true, CharSet = CharSet.Unicode)]
+    static extern IntPtr CreateFileW(string name, uint access, uint share, IntPtr sa, uint disposition, uint flags, IntPtr template);
+    [DllImport("kernel32.dll", SetLastError = true)]
+    static extern bool CloseHandle(IntPtr h);
+    // Win32 error of opening the device (0: it opened, and was closed again).
+    public static int OpenError(string path) {
+        IntPtr h = CreateFileW(path, 0xC0000000, 3, IntPtr.Zero, 3, 0, IntPtr.Zero);
+        if (h == new IntPtr(-1)) { return Marshal.GetLastWin32Error(); }
+        CloseHandle(h);
+        return 0;
+    }
+}
+'@
+}
+
+$stop = Invoke-Native 'sc.exe' @('stop', $ServiceName)
+$state = Get-StateNumber $stop.output
+$q = $stop
+if ($stop.rc -eq 0) {
+    $deadline = (Get-Date).AddSeconds($TimeoutSeconds)
+    do {
+        $q = Invoke-Native 'sc.exe' @('query', $ServiceName)
+        $state = Get-StateNumber $q.output
+        if (($state -eq 1) -or ($q.rc -eq 1060)) { break }
+        Start-Sleep -Milliseconds 250
+    } while ((Get-Date) -lt $deadline)
+}
+$openError = [DriverpipeDeviceProbe]::OpenError($DevicePath)
+$del = $null
+if ($Delete) { $del = Invoke-Native 'sc.exe' @('delete', $ServiceName) }
+
+[pscustomobject]@{
+    stop = $stop
+    final_query = $q
+    device_open_error = $openError
+    delete = $del
+} | ConvertTo-Json -Compress -Depth 6

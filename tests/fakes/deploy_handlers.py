@@ -1,0 +1,189 @@
+"""Fakes of the deploy/reboot guest scripts: each returns what the real .ps1 returns, computed from
+FakeWindows' state and rules (sc.exe and bcdedit outputs come from the machine in their real formats)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from typing import Any
+
+from driverpipe.guest.base import GuestScriptError
+
+from .guest import AUTOLOGON_KEY, DEBUG_FILTER_KEY, ConnectionDropped, FakeWindows, handler
+
+
+def _native(rc_out: tuple[int, str]) -> dict[str, Any]:
+    rc, out = rc_out
+    return {"rc": rc, "output": out.rstrip("\r\n")}
+
+
+def _join(directory: str, name: str) -> str:
+    return directory.rstrip("\\") + "\\" + name
+
+
+def _state_number(text: str) -> int:
+    m = re.search(r"STATE\s*:\s*(\d+)", text)
+    return int(m.group(1)) if m else 0
+
+
+@handler("Get-GuestState.ps1")
+def get_guest_state(m: FakeWindows, p: dict[str, Any]) -> dict[str, Any]:
+    svc = p["ServiceName"]
+    thumb = str(p.get("CertThumbprint") or "").upper()
+    files: dict[str, str | None] = {}
+    for name in p.get("FileNames") or []:
+        data = m.files.get(_join(p.get("GuestDir", ""), name))
+        files[name] = hashlib.sha256(data).hexdigest() if data is not None else None
+    if m.secure_boot is None:
+        secure_boot = "unsupported"
+    elif not m.elevated:
+        secure_boot = "unknown"  # Confirm-SecureBootUEFI needs elevation
+    else:
+        secure_boot = "on" if m.secure_boot else "off"
+    return {
+        "elevated": m.elevated,
+        "os_caption": m.os_caption,
+        "os_build": m.os_build,
+        "secure_boot": secure_boot,
+        "secure_boot_detail": "" if m.elevated else "Access was denied.",
+        "hvci_running": m.hvci,
+        "hvci_configured": m.hvci,
+        "bcdedit": _native(m.bcdedit_enum_current()) if m.elevated else {"rc": 1, "output": "Access is denied."},
+        "start_options": m.system_start_options,
+        "debug_filter": m.reg_get(DEBUG_FILTER_KEY, "DEFAULT"),
+        "cert_root": bool(thumb) and thumb in m.cert_stores["Root"],
+        "cert_trusted_publisher": bool(thumb) and thumb in m.cert_stores["TrustedPublisher"],
+        "files": files,
+        "debugview_present": (p["DebugViewPath"] in m.files) if p.get("DebugViewPath") else None,
+        "sc_qc": _native(m.sc("qc", svc)),
+        "sc_query": _native(m.sc("query", svc)),
+        "boot_time": m.boot_time,
+        "pending_reboot": False,
+    }
+
+
+@handler("Set-GuestPrepared.ps1")
+def set_guest_prepared(m: FakeWindows, p: dict[str, Any]) -> dict[str, Any]:
+    if not m.elevated:
+        raise GuestScriptError("Requested registry access is not allowed.")
+    changed: list[str] = []
+    reboot = False
+    bcd = None
+    if p.get("EnableTestSigning"):
+        bcd = _native(m.bcdedit_set("testsigning", "on"))
+        if bcd["rc"] == 0:
+            changed.append("testsigning")
+            reboot = True
+    if p.get("SetDebugFilter"):
+        m.reg_set(DEBUG_FILTER_KEY, "DEFAULT", int(p.get("DebugFilterValue", 15)))
+        changed.append("debug_filter")
+    if p.get("CertBase64"):
+        der = base64.b64decode(p["CertBase64"])
+        thumb = hashlib.sha1(der).hexdigest().upper()
+        for store in ("Root", "TrustedPublisher"):
+            if thumb not in m.cert_stores[store]:
+                m.cert_stores[store].add(thumb)
+                changed.append(f"cert_{store}")
+    return {"changed": changed, "reboot_required": reboot, "bcdedit": bcd, "thumbprint": p.get("CertThumbprint", "")}
+
+
+@handler("Invoke-DriverLoad.ps1")
+def invoke_driver_load(m: FakeWindows, p: dict[str, Any]) -> dict[str, Any]:
+    svc, image = p["ServiceName"], p["BinaryPath"]
+    result: dict[str, Any] = {"ok": False, "error": "", "ops": [], "start_rc": None, "final_query": None, "actual_sha256": ""}
+    expected = str(p.get("ExpectedSha256") or "").lower()
+    if expected:
+        data = m.files.get(image)
+        if data is None:
+            result["error"] = "image_missing"
+        else:
+            result["actual_sha256"] = hashlib.sha256(data).hexdigest()
+            if result["actual_sha256"] != expected:
+                result["error"] = "hash_mismatch"
+    if result["error"]:
+        return result
+    ops: list[dict[str, Any]] = result["ops"]
+    query = _native(m.sc("query", svc))
+    ops.append({"op": "query", **query})
+    exists = query["rc"] != 1060
+    state = _state_number(query["output"])
+    if exists and state not in (0, 1):
+        ops.append({"op": "stop", **_native(m.sc("stop", svc))})
+        q = _native(m.sc("query", svc))
+        ops.append({"op": "wait_stopped", **q})
+        if q["rc"] == 1060:
+            exists = False
+        elif _state_number(q["output"]) != 1:
+            result["error"] = "stop_timeout"
+            return result
+    verb = ["config"] if exists else ["create"]
+    setup = _native(m.sc(*verb, svc, "type=", "kernel", "start=", "demand", "binPath=", image))
+    ops.append({"op": verb[0], **setup})
+    if setup["rc"] != 0:
+        return result
+    try:
+        start = _native(m.sc("start", svc))
+    except ConnectionDropped:
+        raise
+    ops.append({"op": "start", **start})
+    result["start_rc"] = start["rc"]
+    result["final_query"] = _native(m.sc("query", svc))
+    result["ok"] = start["rc"] == 0
+    return result
+
+
+@handler("Invoke-DriverUnload.ps1")
+def invoke_driver_unload(m: FakeWindows, p: dict[str, Any]) -> dict[str, Any]:
+    svc = p["ServiceName"]
+    stop = _native(m.sc("stop", svc))
+    q = _native(m.sc("query", svc)) if stop["rc"] == 0 else stop
+    dele = _native(m.sc("delete", svc)) if p.get("Delete") else None
+    return {"stop": stop, "final_query": q, "device_open_error": m.device_io(p["DevicePath"])["open_error"], "delete": dele}
+
+
+@handler("Test-DeviceSmoke.ps1")
+def test_device_smoke(m: FakeWindows, p: dict[str, Any]) -> dict[str, Any]:
+    return {"device": p["DevicePath"], **m.device_io(p["DevicePath"])}
+
+
+@handler("Set-FaultStep.ps1")
+def set_fault_step(m: FakeWindows, p: dict[str, Any]) -> dict[str, Any]:
+    if not m.elevated:
+        raise GuestScriptError("Requested registry access is not allowed.")
+    key = m.params_key(p["ServiceName"])
+    step = int(p["Step"])
+    if step > 0:
+        m.reg_set(key, "FailAtStep", step)
+    else:
+        m.reg_delete(key, "FailAtStep")
+    return {"service": p["ServiceName"], "step": step}
+
+
+@handler("Restart-Guest.ps1")
+def restart_guest(m: FakeWindows, p: dict[str, Any]) -> dict[str, Any]:
+    if not m.elevated:
+        return {"first": {"rc": 5, "output": "Access is denied.(5)"}, "abort": None, "second": None}
+    rc = m.schedule_shutdown()
+    first = {"rc": rc, "output": "" if rc == 0 else "A system shutdown has already been scheduled.(1190)"}
+    abort = second = None
+    if rc == 1190:
+        abort = {"rc": m.abort_shutdown(), "output": ""}
+        second = {"rc": m.schedule_shutdown(), "output": ""}
+    return {"first": first, "abort": abort, "second": second}
+
+
+@handler("Get-BootTime.ps1")
+def get_boot_time(m: FakeWindows, p: dict[str, Any]) -> dict[str, Any]:
+    return {"boot_time": m.boot_time}
+
+
+@handler("Test-GuestReady.ps1")
+def test_guest_ready(m: FakeWindows, p: dict[str, Any]) -> dict[str, Any]:
+    ready = m.ready_check()
+    return {
+        "ready": ready,
+        "autologon_checked": m.reg_key(AUTOLOGON_KEY) is not None,
+        "uptime_seconds": 30,
+        "boot_time": m.boot_time,
+    }
