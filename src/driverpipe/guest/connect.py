@@ -1,0 +1,137 @@
+"""Open a Guest for a configured target or build host (the one entry point steps use).
+
+    guest = open_guest(ctx, ctx.config.target(name))
+    require_admin(guest)
+
+Under --dry nothing connects and no password is resolved: a DryGuest prints
+each script (parameters redacted) and returns None.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..config import Section
+from ..context import RunContext
+from ..errors import ConfigError, EnvironmentProblem, NotImplementedYet
+from ..secrets import resolve
+from .base import Guest
+from .dry import DryGuest
+from .errors import NOT_ADMIN, NOT_ADMIN_FIX
+
+DEFAULT_PORTS = {"ssh": 22}
+
+
+def _where(entry: Section, transport: str) -> str:
+    if transport == "local":
+        return f"{entry.name} (local)"
+    port = entry.port
+    if transport == "winrm":
+        ssl = entry.winrm["ssl"]
+        port = port or (5986 if ssl else 5985)
+        return f"{entry.name} (winrm {'https' if ssl else 'http'}://{entry.host}:{port})"
+    return f"{entry.name} (ssh {entry.user}@{entry.host}:{port or 22})"
+
+
+def _password(entry: Section, kind: str, *, required: bool) -> str | None:
+    env = entry.get("password_env") or None
+    ring = entry.get("password_keyring") or None
+    if not env and not ring and not required:
+        return None
+    return resolve(env, ring, what=f"{kind}.{entry.name} password")
+
+
+def _script_timeout(ctx: RunContext) -> float:
+    return float(ctx.config.project.deploy.script_timeout)
+
+
+def _open(ctx: RunContext, entry: Section, kind: str) -> Guest:
+    transport = entry.transport
+    if ctx.dry:
+        return DryGuest(ctx, entry.name, _where(entry, transport))
+    timeout = _script_timeout(ctx)
+    if transport == "winrm":
+        from .winrm import WinRMGuest
+
+        w = entry.winrm
+        if w["auth"] == "certificate":
+            raise ConfigError(f"{kind}.{entry.name}.winrm.auth: certificate auth is not supported yet", "use negotiate/ntlm (or kerberos) with password_env")
+        password = _password(entry, kind, required=w["auth"] != "kerberos")
+        return WinRMGuest(
+            name=entry.name,
+            host=entry.host,
+            user=entry.user,
+            password=password,
+            port=entry.port,
+            ssl=w["ssl"],
+            auth=w["auth"],
+            cert_validation=w["cert_validation"],
+            ca_bundle=str(Path(w["ca_bundle"]).expanduser()) if w["ca_bundle"] else "",
+            allow_basic_http=w["allow_basic_http"],
+            connection_timeout=w["connection_timeout"],
+            read_timeout=w["read_timeout"],
+            operation_timeout=w["operation_timeout"],
+            script_timeout=timeout,
+            say=ctx.say,
+        )
+    if transport == "ssh":
+        from .ssh import SSHGuest
+
+        s = entry.ssh
+        if not entry.user:
+            raise ConfigError(f"{kind}.{entry.name}.user: required for transport ssh", 'set user = "Administrator" (an admin account)')
+        known = Path(s["known_hosts"]).expanduser() if s["known_hosts"] else Path.home() / ".ssh" / "known_hosts"
+        return SSHGuest(
+            name=entry.name,
+            host=entry.host,
+            port=entry.port or DEFAULT_PORTS["ssh"],
+            user=entry.user,
+            password=_password(entry, kind, required=False),
+            key_file=str(Path(s["key_file"]).expanduser()) if s["key_file"] else "",
+            known_hosts=known,
+            trust_on_first_use=s["trust_on_first_use"],
+            connect_timeout=s["connect_timeout"],
+            script_timeout=timeout,
+            powershell_path=s.get("powershell_path", "powershell"),
+            say=ctx.say,
+        )
+    if transport == "local":
+        if _uses_powershell_direct(ctx, entry):
+            raise NotImplementedYet(
+                f"{kind}.{entry.name}: PowerShell Direct (Hyper-V host -> VM) is not implemented yet",
+                'reach the VM with transport = "winrm" or "ssh"',
+            )
+        from .local import LocalGuest
+
+        return LocalGuest(name=entry.name, script_timeout=timeout)
+    raise ConfigError(f"{kind}.{entry.name}.transport: unknown transport {transport!r}", "use winrm, ssh or local")
+
+
+def _uses_powershell_direct(ctx: RunContext, entry: Section) -> bool:
+    vm_host = entry.get("vm_host") or ""
+    if not vm_host:
+        return False
+    hosts: Any = ctx.config.user.vm_hosts
+    spec = hosts.get(vm_host) or {}
+    return bool(spec.get("kind") == "hyperv" and spec.get("use_powershell_direct"))
+
+
+def open_guest(ctx: RunContext, target: Section) -> Guest:
+    """A connected Guest for target (config.target(name)); a DryGuest under --dry."""
+    return _open(ctx, target, "targets")
+
+
+def open_build_host(ctx: RunContext, host: Section) -> Guest:
+    """A connected Guest for a [build_hosts] entry (ssh or winrm)."""
+    return _open(ctx, host, "build_hosts")
+
+
+def require_admin(guest: Guest) -> None:
+    """Fail with one line when the session is not elevated (runs Test-Elevation.ps1; nothing under --dry)."""
+    result = guest.run_script("Test-Elevation.ps1", {})
+    if result is None:
+        return  # dry run
+    if not isinstance(result, dict) or not result.get("elevated"):
+        user = result.get("user") if isinstance(result, dict) else None
+        raise EnvironmentProblem(f"{guest.name}: {NOT_ADMIN}" + (f" (connected as {user})" if user else ""), NOT_ADMIN_FIX)

@@ -1,0 +1,127 @@
+"""Local transport: the shipped scripts through this machine's own powershell.exe.
+
+For a runner that IS the test machine. The same wrapper as SSH (psencode) goes to
+`powershell -NoProfile -NonInteractive -EncodedCommand ...` (payload on stdin when
+the command line would pass CreateProcess's limit); files are copied directly
+(same file system), with the same hash skip, `.partial` + atomic rename and
+verification as the remote transports.
+
+Checked with a fake `powershell` on PATH (tests/unit/test_local_transport.py);
+never run against a real powershell.exe. PowerShell Direct (a Hyper-V host
+reaching its VM) is not implemented: open_guest refuses it with a clear line.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import EnvironmentProblem, StepFailed
+from ..runner import which
+from .base import BatchMixin, GuestScriptError, PushResult, script_path
+from .errors import GuestTimeout, RemoteFileNotFound
+from .psencode import LOCAL_MAX_COMMAND, NoJsonResult, build_invocation, error_line, parse_last_json, partial_name, sha256_file
+
+POWERSHELL_NAMES = ("powershell.exe", "powershell", "pwsh.exe", "pwsh")
+
+
+def find_powershell(preferred: str = "", extra_dirs: Sequence[Path] = ()) -> str:
+    """The PowerShell to run: an explicit path/name, else Windows PowerShell 5.1, else pwsh."""
+    for name in [preferred] if preferred else list(POWERSHELL_NAMES):
+        found = which(name, extra_dirs)
+        if found:
+            return str(found)
+    raise EnvironmentProblem(
+        f"local transport: {preferred or 'powershell.exe'} not found on PATH",
+        'the local transport runs on the Windows test machine itself; use transport = "winrm" or "ssh" from other hosts',
+    )
+
+
+class LocalGuest(BatchMixin):
+    """This machine as the guest."""
+
+    def __init__(self, *, name: str, powershell: str = "", script_timeout: float = 120):
+        self.name = name
+        self.round_trips = 0
+        self.powershell = find_powershell(powershell)
+        self.script_timeout = float(script_timeout)
+
+    def run_script(self, script: str, params: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
+        return self.run_script_path(script_path(script), params, timeout=timeout)
+
+    def run_script_path(self, path: Path, params: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
+        """Run any .ps1 by path (e.g. scripts/hyperv/ on a Hyper-V host); run_script is this for shipped guest scripts."""
+        script = path.name
+        inv = build_invocation(self.powershell, path.read_text(encoding="utf-8-sig"), params or {}, max_command=LOCAL_MAX_COMMAND)
+        limit = float(timeout or self.script_timeout)
+        self.round_trips += 1
+        try:
+            proc = subprocess.run(inv.argv, input=inv.stdin or b"", capture_output=True, timeout=limit, check=False)
+        except subprocess.TimeoutExpired:
+            # subprocess.run kills the child before re-raising.
+            raise GuestTimeout(
+                f"{script} did not finish within {limit:g} s on {self.name}; stopped", "raise deploy.script_timeout if the step is legitimately slow"
+            ) from None
+        except OSError as exc:
+            raise EnvironmentProblem(f"cannot run {self.powershell}: {exc.strerror or exc}") from None
+        out = proc.stdout.decode("utf-8", "replace")
+        err = proc.stderr.decode("utf-8", "replace")
+        if proc.returncode != 0:
+            detail = error_line(err) or (out.strip().splitlines() or [""])[-1]
+            raise GuestScriptError(f"{script} failed on {self.name} (exit code {proc.returncode})" + (f": {detail}" if detail else ""))
+        try:
+            return parse_last_json(out)
+        except NoJsonResult:
+            detail = error_line(err)
+            raise GuestScriptError(f"{script} printed no JSON result on {self.name}" + (f": {detail}" if detail else "")) from None
+
+    def push(self, local: Path, remote: str) -> PushResult:
+        digest, size = sha256_file(local)
+        dest = Path(remote)
+        self.round_trips += 1
+        if dest.is_file() and sha256_file(dest)[0] == digest:
+            return PushResult(remote, digest, False, size)
+        partial = Path(partial_name(remote))
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(local, partial)
+            if sha256_file(partial)[0] != digest:
+                raise StepFailed(f"push of {Path(local).name}: the copy's hash differs; nothing was replaced")
+            os.replace(partial, dest)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            raise StepFailed(f"push of {Path(local).name} to {remote} failed: {exc.strerror or exc}") from None
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        return PushResult(remote, digest, True, size)
+
+    def pull(self, remote: str, local: Path) -> None:
+        self.round_trips += 1
+        local = Path(local)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_name(local.name + ".partial")
+        try:
+            shutil.copyfile(remote, tmp)
+        except FileNotFoundError:
+            raise RemoteFileNotFound(f"{self.name}: no such file {remote}") from None
+        tmp.replace(local)
+
+    def read_range(self, remote: str, offset: int, max_bytes: int) -> bytes:
+        self.round_trips += 1
+        try:
+            with open(remote, "rb") as fh:
+                fh.seek(offset)
+                return fh.read(max_bytes)
+        except FileNotFoundError:
+            raise RemoteFileNotFound(f"{self.name}: no such file {remote}") from None
+
+    def reconnect(self) -> None:
+        """Nothing to rebuild: every script starts a new process."""
+
+    def close(self) -> None:
+        """Nothing held open."""

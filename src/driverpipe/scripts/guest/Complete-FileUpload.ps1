@@ -1,0 +1,35 @@
+# Finishes a push: checks the uploaded partial file's SHA-256, then atomically
+# replaces the destination with it ([IO.File]::Replace on the same volume).
+# A hash mismatch deletes the partial and fails: the destination is never
+# half-written. -Discard only deletes the partial (cleanup after a failed push).
+[CmdletBinding()]
+param(
+    [Parameter(Mandatory)][string]$Partial,
+    [string]$Path = '',
+    [string]$Sha256 = '',
+    [switch]$Discard
+)
+$ErrorActionPreference = 'Stop'
+if ($Discard) {
+    if (Test-Path -LiteralPath $Partial) { Remove-Item -LiteralPath $Partial -Force }
+    ConvertTo-Json -InputObject ([pscustomobject]@{ discarded = $true }) -Compress -Depth 6
+    return
+}
+if (-not $Path -or -not $Sha256) { throw 'Complete-FileUpload needs -Path and -Sha256 (or -Discard)' }
+$actual = (Get-FileHash -LiteralPath $Partial -Algorithm SHA256).Hash.ToLowerInvariant()
+if ($actual -ne $Sha256.ToLowerInvariant()) {
+    Remove-Item -LiteralPath $Partial -Force
+    throw "uploaded file hash $actual does not match the local file ($Sha256); nothing was replaced"
+}
+$size = (Get-Item -LiteralPath $Partial).Length
+if (Test-Path -LiteralPath $Path -PathType Leaf) {
+    try {
+        [IO.File]::Replace($Partial, $Path, [NullString]::Value)
+    } catch {
+        # Replace refuses some file systems/attributes; Move-Item -Force still never exposes a partial file.
+        Move-Item -LiteralPath $Partial -Destination $Path -Force
+    }
+} else {
+    [IO.File]::Move($Partial, $Path)
+}
+ConvertTo-Json -InputObject ([pscustomobject]@{ sha256 = $actual; size = [int64]$size }) -Compress -Depth 6
