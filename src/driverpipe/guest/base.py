@@ -57,6 +57,10 @@ class Guest(Protocol):
         """Run several shipped scripts in one round trip; results in order."""
         ...
 
+    def run_script_path(self, path: Path, params: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
+        """Run a shipped .ps1 outside scripts/guest (e.g. Hyper-V host scripts) the same way."""
+        ...
+
     def push(self, local: Path, remote: str) -> PushResult:
         """Copy a file atomically (temp name + rename), skipping it if the hash already matches."""
         ...
