@@ -740,12 +740,12 @@ def _make_capture(d: Deployment) -> Any:
     if d.capture_factory is not None:
         return d.capture_factory(d.ctx, d.guest, d.run_id)
     try:
-        from .verify import Capture  # type: ignore[attr-defined]  # written by the DebugView engineer
+        from .verify import Capture
     except ImportError:
         d.ctx.say("note: driverpipe.verify is not available; the DbgPrint check is skipped")
         return None
     try:
-        return Capture(d.ctx, d.guest, d.run_id)
+        return Capture(d.ctx, d.guest, d.run_id, guest_dir=d.dir)
     except ConfigError:
         raise  # a wrong [debugview] setting is the user's to fix, not to skip silently
     except PipelineError as exc:
@@ -874,16 +874,10 @@ class _PlaceholderPackage:
 
 
 def _signed_package(ctx: RunContext) -> PackageLike:
+    from .sign import check_signed_package
+
     try:
-        from .sign import check_signed_package  # type: ignore[attr-defined]  # written by the signing engineer
-    except ImportError as exc:
-        if not ctx.dry:
-            raise EnvironmentProblem("driverpipe.sign is not available, so the signed package cannot be found", "run `invoke sign`") from exc
-        check_signed_package = None
-    try:
-        if check_signed_package is None:
-            raise CheckFailed("driverpipe.sign is not available")
-        return check_signed_package(ctx)  # type: ignore[no-any-return]
+        return check_signed_package(ctx)
     except PipelineError as exc:
         if not ctx.dry:
             raise
@@ -895,7 +889,7 @@ def _signed_package(ctx: RunContext) -> PackageLike:
 
 def _open_guest(ctx: RunContext, target: Any) -> Any:
     try:
-        from .guest.connect import open_guest  # type: ignore[import-not-found,unused-ignore]
+        from .guest.connect import open_guest
     except ImportError as exc:
         raise EnvironmentProblem("the guest transports (driverpipe.guest.connect) are not available", "update driverpipe") from exc
     return open_guest(ctx, target)
