@@ -1,0 +1,115 @@
+"""The nightly VM regression, phase by phase (run by `invoke regress --target NAME`).
+
+Each test is one phase of the report. Phases run in file order; after every
+phase the autouse fixture looks for a bugcheck (boot time changed, Event 1001,
+new dumps, GUEST_PANICKED) and aborts the remaining phases if it finds one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from driverpipe import deploy
+from driverpipe.errors import CheckFailed
+from driverpipe.regress import UnwindLeak, build_manifest_features, probe_guest
+
+pytestmark = pytest.mark.vm
+
+
+def test_revert_to_clean_state(regress: Any) -> None:
+    vm = regress.vm
+    if vm is None:
+        pytest.skip("no VM host configured for this target: the guest is used as it is")
+    state = str(regress.target.clean_state)
+    vm.revert(state)
+    vm.wait_reachable(lambda: probe_guest(regress), timeout=float(regress.ctx.config.project.deploy.reboot_timeout))
+    vm.events()  # events from before the clean state are not this run's
+
+
+def test_deploy_and_smoke_test(regress: Any, package: Any, capture: Any) -> None:
+    regress.boot_time = deploy.read_guest_state(regress.guest, regress.ctx).boot_time
+    code = deploy.deploy_to(regress.ctx, regress.guest, package, regress.target, verify=True, capture_factory=lambda ctx, guest, run_id: capture)
+    assert code == 0
+    regress.boot_time = deploy.read_guest_state(regress.guest, regress.ctx).boot_time
+
+
+def _load(regress: Any, package: Any, capture: Any) -> deploy.LoadResult:
+    return deploy.load_driver(regress.ctx, regress.guest, package, capture, guest_dir=regress.guest_dir)
+
+
+def _assert_loaded(regress: Any, capture: Any, result: deploy.LoadResult, what: str) -> None:
+    if not result.ok:
+        raise CheckFailed(f"{what}: {result.message or 'load failed'}")
+    if result.smoke is not None and not result.smoke.ok:
+        raise CheckFailed(f"{what}: smoke test: {result.smoke.describe(str(regress.ctx.config.project.device_path))}")
+    verdict = capture.wait_for("load")
+    if not verdict.passed:
+        raise CheckFailed(f"{what}: {verdict.message}")
+
+
+def _unload(regress: Any, capture: Any, what: str) -> None:
+    result = deploy.unload_driver(regress.ctx, regress.guest)
+    if not result.stopped or not result.device_gone:
+        raise CheckFailed(f"{what}: {result.message}")
+    verdict = capture.wait_for("unload")
+    if not verdict.passed:
+        raise CheckFailed(f"{what}: {verdict.message}")
+
+
+def test_load_unload_cycles(regress: Any, package: Any, capture: Any) -> None:
+    cycles = int(regress.ctx.config.project.regress.cycles)
+    for i in range(1, cycles + 1):
+        _unload(regress, capture, f"cycle {i}/{cycles} unload")
+        _assert_loaded(regress, capture, _load(regress, package, capture), f"cycle {i}/{cycles} load")
+
+
+def test_fault_injection(regress: Any, package: Any, capture: Any, fault_step: tuple[int, str]) -> None:
+    index, name = fault_step
+    if not regress.faults:
+        pytest.skip("fault-injection sweep disabled (--no-faults)")
+    features = build_manifest_features(regress.ctx)
+    if "fault-injection" not in features:
+        pytest.skip("the package was built without the fault-injection feature: invoke build --features fault-injection sign")
+    _unload(regress, capture, f"before failing step {index} ({name})")
+    deploy.set_fault_step(regress.guest, regress.ctx, index)
+    try:
+        # No capture handed to load_driver: it would read the window as a `load` phase; this
+        # phase reads it as `failed_load` for exactly this step.
+        result = deploy.load_driver(regress.ctx, regress.guest, package, None, guest_dir=regress.guest_dir)
+        if result.ok or result.start_code != 31:
+            raise CheckFailed(f"step {index} ({name}): expected sc start to fail with 31 (DriverEntry failed), got {result.start_code}: {result.message}")
+        verdict = capture.wait_for("failed_load", step=name)
+        if not verdict.passed:
+            raise CheckFailed(f"step {index} ({name}): {verdict.message}")
+        if result.smoke is not None and result.smoke.open_error == 0:
+            raise CheckFailed(f"step {index} ({name}): the device still opens after DriverEntry failed: the unwind left it behind")
+    finally:
+        deploy.set_fault_step(regress.guest, regress.ctx, 0)
+    clean = _load(regress, package, capture)
+    if not clean.ok:
+        raise UnwindLeak(
+            f"unwind bug: after a failure injected at step {index} ({name}), a clean load failed: {clean.message or clean.start_code}",
+            "the unwind ladder in DriverEntry did not release everything acquired before that step",
+        )
+    _assert_loaded(regress, capture, clean, f"clean load after failing step {index} ({name})")
+
+
+def test_driver_verifier(regress: Any, package: Any, capture: Any) -> None:
+    if not regress.ctx.config.project.regress.verifier:
+        pytest.skip("Driver Verifier pass not requested (--verifier or regress.verifier = true)")
+    sys_name = next(f.name for f in package.files if f.suffix.lower() == ".sys")
+    timeout = float(regress.ctx.config.project.deploy.reboot_timeout)
+    _unload(regress, capture, "before Driver Verifier")
+    regress.guest.run_script("Set-DriverVerifier.ps1", {"Driver": sys_name})
+    deploy.reboot_and_wait(regress.ctx, regress.guest, timeout)
+    regress.boot_time = deploy.read_guest_state(regress.guest, regress.ctx).boot_time
+    try:
+        for i in range(1, 3):
+            _assert_loaded(regress, capture, _load(regress, package, capture), f"verifier load {i}")
+            _unload(regress, capture, f"verifier unload {i}")
+    finally:
+        regress.guest.run_script("Set-DriverVerifier.ps1", {"Reset": True})
+        deploy.reboot_and_wait(regress.ctx, regress.guest, timeout)
+        regress.boot_time = deploy.read_guest_state(regress.guest, regress.ctx).boot_time
