@@ -500,12 +500,20 @@ def prepare(ctx: Any, *, new_cert: bool) -> tuple[Backend, TestCert]:
     return backend, ensure_test_cert(ctx, rotate=new_cert, store_based=store_based)
 
 
-def run(ctx: Any, *, new_cert: bool) -> SignResult:
-    """`invoke sign [--new-cert]`."""
+def run(ctx: Any, *, new_cert: bool) -> SignResult | None:
+    """`invoke sign [--new-cert]`: packages the latest build first (a no-op when nothing changed)."""
     from .package import package_dir, package_name
+    from .package import run as make_package
 
+    make_package(ctx)
     pkg_dir, name = package_dir(ctx), package_name(ctx)
     if not (pkg_dir / f"{name}.sys").is_file():
-        raise ConfigError(f"no driver package at {pkg_dir} ({name}.sys missing)", "run `invoke build package` first")
+        if ctx.dry:
+            ctx.say(
+                f"[dry] would sign {pkg_dir / (name + '.sys')} (SHA-256, page hashes), rebuild {name}.cat over the signed "
+                f"files, sign the catalog, verify everything and write driverpipe-sign.json"
+            )
+            return None
+        raise ConfigError(f"no driver package at {pkg_dir} ({name}.sys missing)", "run `invoke build` first")
     backend, cert = prepare(ctx, new_cert=new_cert)
     return sign_package(ctx, pkg_dir, name, backend=backend, cert=cert)
