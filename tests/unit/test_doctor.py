@@ -1,0 +1,72 @@
+"""`invoke doctor --target`: guest-state rows from the fake guest, exit codes, --dry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from driverpipe import doctor
+from driverpipe.config import load
+from driverpipe.context import RunContext
+from driverpipe.errors import ExitCode
+from fakes.guest import FakeGuest, FakeWindows
+
+USER = '[targets.lab]\nhost = "127.0.0.1"\ntest_machine = true\n'
+
+
+def _ctx(project: Path, *, dry: bool = False) -> tuple[RunContext, list[str]]:
+    (project / "user-config.toml").write_text(USER, encoding="utf-8")
+    out: list[str] = []
+    return RunContext(config=load(root=project), dry=dry, echo=out.append, progress=out.append), out
+
+
+def rows(checks: list[doctor.Check]) -> dict[str, str]:
+    return {c.name: c.status for c in checks}
+
+
+def test_prepared_guest_is_all_ok(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    machine = FakeWindows.prepared()
+    machine.files["C:\\Tools\\Dbgview.exe"] = b"MZ"
+    monkeypatch.setattr("driverpipe.guest.connect.open_guest", lambda ctx, target: FakeGuest(machine, "lab"))
+    ctx, _ = _ctx(project)
+    got = rows(doctor.collect(ctx, target="lab", tasks=["deploy"]))
+    assert got["target lab: reachable"] == "ok"
+    assert got["guest: TESTSIGNING on"] == "ok"
+    assert got["guest: Secure Boot off"] == "ok"
+    assert got["guest: HVCI off"] == "ok"
+    assert got["guest: Debug Print Filter"] == "ok"
+
+
+def test_unprepared_guest_is_missing_with_fixes_and_exit_3(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    machine = FakeWindows(secure_boot=True, hvci=True)
+    monkeypatch.setattr("driverpipe.guest.connect.open_guest", lambda ctx, target: FakeGuest(machine, "lab"))
+    ctx, out = _ctx(project)
+    checks = doctor.collect(ctx, target="lab", tasks=["deploy"])
+    got = rows(checks)
+    assert got["guest: Secure Boot off"] == "missing" and got["guest: HVCI off"] == "missing"
+    assert got["guest: TESTSIGNING on"] == "missing"
+    fix = next(c.fix for c in checks if c.name == "guest: Secure Boot off")
+    assert "Set-VMFirmware" in fix
+    assert doctor.run(ctx, target="lab", tasks=["deploy"]) == ExitCode.ENVIRONMENT
+    assert any("needed item(s) missing" in line for line in out)
+
+
+def test_unreachable_guest_is_one_row(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    machine = FakeWindows()
+    machine.down = True
+    machine.down_attempts = 99
+
+    def refuse(ctx: RunContext, target: object) -> FakeGuest:
+        return FakeGuest(machine, "lab")
+
+    monkeypatch.setattr("driverpipe.guest.connect.open_guest", refuse)
+    ctx, _ = _ctx(project)
+    got = rows(doctor.collect(ctx, target="lab", tasks=["deploy"]))
+    assert got.get("target lab: reachable") == "missing" or got.get("target lab: state") == "missing"
+
+
+def test_dry_doctor_does_not_contact_the_guest(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx, _ = _ctx(project, dry=True)
+    got = rows(doctor.collect(ctx, target="lab", tasks=["deploy"]))
+    assert got["target lab: state"] == "n/a"
