@@ -74,6 +74,7 @@ class RegressSession:
     started: float = field(default_factory=time.time)
     interrupted: bool = False
     aborted: str = ""  # set after a bugcheck or a lost guest: the remaining phases are skipped
+    hung: str = ""  # set when the current phase hit a guest timeout: the watch forces a dump
     capture: Any = None
     artifacts: list[str] = field(default_factory=list)  # run-level artifacts (capture log), relative to report_dir
     sleep: Callable[[float], None] = time.sleep
@@ -203,8 +204,26 @@ def read_evidence(session: RegressSession) -> dict[str, Any]:
             pass
 
 
+def force_dump(session: RegressSession) -> str:
+    """A guest that stopped answering within its timeout: NMI it so Windows writes a dump."""
+    vm = session.vm
+    inject = getattr(vm, "inject_nmi", None)
+    if vm is None or inject is None:
+        return "guest hung; no VM host to force a crash dump"
+    try:
+        inject()
+    except PipelineError as exc:
+        return f"guest hung; forcing a dump failed: {exc.message}"
+    return "guest hung; NMI injected to force a crash dump"
+
+
 def check_bugcheck(session: RegressSession) -> Bugcheck | None:
     """After a phase: did the guest bugcheck? Evidence from the hypervisor and the guest."""
+    if session.hung:
+        note = force_dump(session)
+        session.ctx.step(note)
+        if session.current is not None:
+            session.current.message = f"{session.current.message}; {note}" if session.current.message else note
     panicked = None
     vm = session.vm
     if vm is not None:
@@ -279,6 +298,13 @@ class RegressPlugin:
 
     def pytest_runtest_setup(self, item: Any) -> None:
         self.session.begin(item.name)
+        self.session.hung = ""
+
+    def pytest_runtest_makereport(self, item: Any, call: Any) -> None:
+        from .guest.errors import GuestTimeout
+
+        if call.when == "call" and call.excinfo is not None and isinstance(call.excinfo.value, GuestTimeout):
+            self.session.hung = str(call.excinfo.value)
 
     def pytest_runtest_logreport(self, report: Any) -> None:
         record = self.session.current

@@ -218,3 +218,37 @@ def test_ctrl_c_leaves_the_vm_stopped(lab: dict[str, Any]) -> None:
     assert code == ExitCode.INTERRUPTED
     assert data["environment"]["interrupted"] is True
     assert lab["host"].status().state == VmState.STOPPED
+
+
+def test_hang_forces_a_dump_through_a_real_nmi(lab: dict[str, Any]) -> None:
+    from driverpipe.guest.errors import GuestTimeout
+
+    machine = lab["machine"]
+    hung = {"done": False}
+
+    class HangingGuest(FakeGuest):
+        def run_script(self, script: str, params: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
+            if script == "Invoke-DriverUnload.ps1" and not hung["done"]:
+                hung["done"] = True
+                raise GuestTimeout(f"{script} did not finish within {timeout:g} s")
+            return super().run_script(script, params, timeout=timeout)
+
+    def vm_factory() -> Any:
+        host = lab["vm_factory"]()
+        real_nmi = host.inject_nmi
+
+        def nmi() -> None:
+            real_nmi()  # the real QMP inject-nmi on the running QEMU
+            machine.bugcheck(0x80)  # what Windows does with NMICrashDump=1
+
+        host.inject_nmi = nmi
+        return host
+
+    lab_with_nmi = dict(lab, vm_factory=vm_factory)
+    code, data, report_dir = run_regress(lab_with_nmi, guest_factory=lambda: HangingGuest(machine, "lab"))
+    assert code == ExitCode.CHECK_FAILED
+    phase = next(p for p in data["phases"] if p["name"] == "test_load_unload_cycles")
+    assert "NMI injected" in phase["message"]
+    assert phase["bugcheck"]["code"] == "0x00000080"
+    assert all((report_dir / d).is_file() for d in phase["bugcheck"]["dump_files"])
+    assert lab["host"].status().state == VmState.STOPPED

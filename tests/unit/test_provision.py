@@ -60,6 +60,7 @@ def _baseline(m: FakeWindows, p: dict[str, Any]) -> dict[str, Any]:
         (CRASH_KEY, "CrashDumpEnabled", DUMP_CODES[p.get("CrashDump", "automatic")], True),
         (CRASH_KEY, "AutoReboot", int(p.get("AutoReboot", True)), True),
         (CRASH_KEY, "LogEvent", 1, True),
+        (CRASH_KEY, "NMICrashDump", 1, True),
         (CRASH_KEY, "Overwrite", 1, False),
     ]
     if p.get("DisableAutoLogon", True):

@@ -50,6 +50,10 @@ class VmHost(Protocol):
 
     def addresses(self) -> list[str]: ...
 
+    def inject_nmi(self) -> None:
+        """Force a crash dump of a hung guest (Windows bugchecks on NMI when NMICrashDump=1)."""
+        ...
+
     def events(self) -> list[VmEvent]:
         """Hypervisor-side events seen since the last call (drained)."""
         ...

@@ -208,6 +208,10 @@ class HyperVHost:
         """Set-VMFirmware -EnableSecureBoot On|Off (Generation 2, VM off): the deploy step's fix."""
         self.run("Set-TestVmSecureBoot.ps1", {"VMName": self.name, "SecureBoot": "On" if enabled else "Off"})
 
+    def inject_nmi(self) -> None:
+        """Debug-VM -InjectNonMaskableInterrupt: turns a hung guest into a crash dump (NMICrashDump=1)."""
+        self.run("Invoke-TestVmNmi.ps1", {"VMName": self.name})
+
     def addresses(self) -> list[str]:
         result = self.run("Get-TestVmAddresses.ps1", {"VMName": self.name}, mutates=False, timeout=120.0)
         found = [str(a) for a in result.get("addresses") or [] if a and not str(a).lower().startswith("fe80:")]

@@ -120,6 +120,10 @@ class LibvirtHost:
             self._virsh("start", self.name)
         self._expect_off = False
 
+    def inject_nmi(self) -> None:
+        """virsh inject-nmi: turns a hung Windows guest into a crash dump (NMICrashDump=1)."""
+        self._virsh("inject-nmi", self.name)
+
     def stop(self, graceful_timeout: float = 60.0) -> str:
         ds = self._require()
         if ds[0] == "shut off":

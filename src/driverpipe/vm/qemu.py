@@ -453,6 +453,16 @@ class QemuHost:
 
         poll_until_reachable(self, probe, timeout)
 
+    def inject_nmi(self) -> None:
+        """QMP inject-nmi: turns a hung Windows guest into a crash dump (NMICrashDump=1)."""
+        if self.ctx.dry:
+            self._dry("qmp: inject-nmi")
+            return
+        if not self._alive(self._instance())[0]:
+            raise StepFailed(f"VM {self.name} is not running", "start it first (`invoke vm.start`)")
+        with self._own_operation() as qmp:
+            qmp.execute("inject-nmi")
+
     def hmp(self, command_line: str) -> str:
         """A human-monitor command on the running QEMU (tests, debugging, AutoHCK-style host steps)."""
         if self.ctx.dry:

@@ -63,6 +63,8 @@ Set-Value $cc 'MinidumpDir' $MinidumpDir 'ExpandString' 'minidump_dir' $true
 Set-Value $cc 'AutoReboot' ([int]$AutoReboot) 'DWord' 'auto_reboot' $true
 Set-Value $cc 'LogEvent' 1 'DWord' 'log_event' $true
 Set-Value $cc 'Overwrite' 1 'DWord' 'overwrite_dump' $false
+# An NMI from the hypervisor (regress, on a hung guest) bugchecks (0x80) and writes a dump.
+Set-Value $cc 'NMICrashDump' 1 'DWord' 'nmi_crash_dump' $true
 # Keep MEMORY.DMP even when the disk is low on space (small test VM disks).
 Set-Value $cc 'AlwaysKeepMemoryDump' 1 'DWord' 'always_keep_dump' $false
 
