@@ -5,7 +5,7 @@ so we read numbers and layout, never words: the Win32 code before the colon of
 `[SC] <Api> FAILED <n>:`, the STATE number, the dashed underline of a bcdedit
 heading. Input is tolerated as people paste it: CRLF, prompt lines, blank lines,
 "// " quoting, markdown "## " heading artifacts, stray characters after a colon.
-Checked against every file in /work/shared/corpus/{sc,bcdedit} (tests/unit/test_winparse.py);
+Checked against every file in the shared corpus (sc, bcdedit) (tests/unit/test_winparse.py);
 not against a live Windows machine.
 """
 

@@ -1,6 +1,6 @@
 """Fakes of the DebugView capture scripts (Install-DebugView, Start/Stop-DbgCapture, Get-DbgCaptureStatus).
 
-Windows rules kept (from /work/shared/notes/02; nothing here ran on real Windows):
+Windows rules kept (from the shared notes, 02; nothing here ran on real Windows):
   - the capture sees only DbgPrint output printed WHILE it runs (start it before sc start);
   - DbgPrint reaches it only with DebugView's /v or a Debug Print Filter DEFAULT with bit 0x8;
   - DebugView must exist at the path the task runs; one capture at a time (stale ones are ended);

@@ -3,7 +3,7 @@
 `FakeWindows` is machine state: boot time, BCD store (pending vs active), Secure
 Boot, HVCI, registry, certificate stores, files, services, devices and the
 kernel debug output. Its sc.exe methods print the real sc.exe formats (see
-/work/shared/notes/02 and corpus/sc) and return the Win32 code as the exit code.
+the shared notes (02) and corpus/sc) and return the Win32 code as the exit code.
 
 `FakeGuest` implements driverpipe.guest.base.Guest on top of it. run_script
 dispatches by script FILE NAME to handlers registered with @handler("X.ps1");
