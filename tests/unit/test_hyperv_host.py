@@ -202,3 +202,9 @@ def test_dry_shows_mutating_scripts_and_runs_only_queries(project: Path, ps: Fak
     assert [name for name, _ in ps.calls()] == ["Get-VmState.ps1"]
     assert lines[0] == '[dry] Hyper-V host (local): Restore-TestVmCheckpoint.ps1 {"CheckpointName": "clean", "VMName": "WDR-Win11"}'
     assert any("Restore-VMSnapshot" in line for line in lines)
+
+
+def test_inject_nmi_runs_debug_vm_script(project: Path, ps: FakePowerShell) -> None:
+    ps.reply({"Invoke-TestVmNmi.ps1": [{"ok": True}]})
+    _host(project).inject_nmi()
+    assert ps.calls()[-1] == ("Invoke-TestVmNmi.ps1", {"VMName": "WDR-Win11"})

@@ -212,3 +212,9 @@ def test_vm_name_is_required_for_libvirt(project: Path) -> None:
     cfg = load(root=project)
     with pytest.raises(ConfigError, match=r"targets\.t\.vm_name: required"):
         open_vm_host(RunContext(config=cfg), cfg.target("t"))
+
+
+def test_inject_nmi_forces_a_dump_through_virsh(project: Path, virsh: Fake) -> None:
+    virsh.reply({"match": ["inject-nmi"], "out": ""})
+    _host(project).inject_nmi()
+    assert virsh.calls()[-1] == V("inject-nmi", "win11")
