@@ -720,6 +720,10 @@ def step_verify(d: Deployment) -> None:
     if d.ctx.dry:
         return  # the capture printed what it would wait for
     d.ctx.say(_render(verdict))
+    save = getattr(d.capture, "save", None)
+    saved = save(d.ctx.artifacts / "logs" / d.name) if callable(save) else None
+    if saved is not None:
+        d.ctx.say(f"DbgPrint log saved: {saved} (the capture keeps running until the next deploy starts one; `invoke logs` pulls it)")
     if not getattr(verdict, "passed", False):
         raise CheckFailed(f"{d.name}: DbgPrint check failed: {getattr(verdict, 'message', '')}", "`invoke logs` pulls the full capture")
 

@@ -344,6 +344,7 @@ class Capture:
         self.read_error = ""
         self._window: list[LogLine] = []  # lines not yet claimed by a phase
         self.lines_total = 0
+        self._received = bytearray()
 
     # ---- batch items -----------------------------------------------------------------------
     def ensure_items(self) -> list[tuple[str, dict[str, Any]]]:
@@ -420,7 +421,20 @@ class Capture:
             self.read_error = exc.message
             return b""
         self.read_error = ""
+        if offset == len(self._received):  # keep what the tail read: the artifact costs no extra round trip
+            self._received += data
         return bytes(data)
+
+    def save(self, local_dir: Path) -> Path | None:
+        """Write the log bytes read so far into local_dir (atomically); None when nothing was read."""
+        if not self._received:
+            return None
+        local = Path(local_dir) / f"dbgview-{self.run_id}.log"
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_name(local.name + ".tmp")
+        tmp.write_bytes(bytes(self._received))
+        os.replace(tmp, local)
+        return local
 
     def _collect(self, lines: list[LogLine]) -> None:
         self._window.extend(lines)

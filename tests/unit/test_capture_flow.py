@@ -82,6 +82,9 @@ def test_clean_load_passes_and_the_log_is_pulled(project: Path, machine: FakeWin
     assert verdict.status == "pass", verdict.message
     assert verdict.captures["detail"].startswith("device \\Device\\WazabiEDR")
     assert guest.round_trips - trips == 1  # the lines were there: one read, no status query
+    saved = cap.save(tmp_path / "saved")  # what the tail read, kept without another round trip
+    assert saved is not None and saved.read_bytes() == machine.files[cap.remote_log]
+    assert guest.round_trips - trips == 1
     stopped = guest.run_batch(cap.stop_items())[0]
     assert stopped["task_removed"] and stopped["log_size"] > 0 and state(machine).tasks == {}
     local = cap.pull(tmp_path / "art")
