@@ -60,8 +60,10 @@ class RunContext:
     def show_script(self, where: str, script: Path, params: Mapping[str, Any]) -> None:
         """--dry: show a remote script, its bound parameters and its text."""
         self.say(f"[dry] {where}: {script.name} {json.dumps(redact_params(params), sort_keys=True)}")
+        from .guest.base import load_script  # lazy: keeps the core import light
+
         try:
-            body = script.read_text(encoding="utf-8-sig")
+            body = load_script(script)
         except OSError:
             body = "<script not found>"
         for line in body.splitlines():

@@ -30,3 +30,20 @@ def test_guest_scripts_declare_params_and_emit_json(script: Path) -> None:
     if "scripts" in script.parts and "guest" in script.parts:
         assert "ConvertTo-Json" in text, f"{script.name} must return structured JSON"
         assert "$ErrorActionPreference" in text, f"{script.name} must set $ErrorActionPreference"
+
+
+def test_includes_expand_to_scripts_that_parse(tmp_path: Path) -> None:
+    """`#include NAME.ps1` lines are spliced from scripts/lib; the sent text must still parse."""
+    from driverpipe.guest.base import INCLUDE, SCRIPTS_DIR, load_script
+
+    using = [p for p in SCRIPTS_DIR.glob("*.ps1") if INCLUDE.search(p.read_text(encoding="utf-8-sig"))]
+    assert using, "no script uses a shared helper"
+    for script in using:
+        sent = load_script(script)
+        assert "#include" not in sent
+        assert sent.count("function Invoke-Native") == 1
+        expanded = tmp_path / script.name
+        expanded.write_text(sent, encoding="utf-8")
+        info = parse_script(expanded)
+        assert not info.errors, f"{script.name} (expanded): syntax errors at {info.errors}"
+        assert info.params == parse_script(script).params

@@ -22,7 +22,7 @@ from typing import Any
 
 from ..errors import EnvironmentProblem, StepFailed
 from ..runner import which
-from .base import BatchMixin, GuestScriptError, PushResult, script_path
+from .base import BatchMixin, GuestScriptError, PushResult, load_script, script_path
 from .errors import GuestTimeout, RemoteFileNotFound
 from .psencode import LOCAL_MAX_COMMAND, NoJsonResult, build_invocation, error_line, parse_last_json, partial_name, sha256_file
 
@@ -56,7 +56,7 @@ class LocalGuest(BatchMixin):
     def run_script_path(self, path: Path, params: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
         """Run any .ps1 by path (e.g. scripts/hyperv/ on a Hyper-V host); run_script is this for shipped guest scripts."""
         script = path.name
-        inv = build_invocation(self.powershell, path.read_text(encoding="utf-8-sig"), params or {}, max_command=LOCAL_MAX_COMMAND)
+        inv = build_invocation(self.powershell, load_script(path), params or {}, max_command=LOCAL_MAX_COMMAND)
         limit = float(timeout or self.script_timeout)
         self.round_trips += 1
         try:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StepFailed
-from .base import BatchMixin, GuestScriptError, PushResult, script_path
+from .base import BatchMixin, GuestScriptError, PushResult, load_script, script_path
 from .errors import Endpoint, GuestTimeout, RemoteFileNotFound, UnknownHostKey, translate_ssh
 from .psencode import SSH_MAX_COMMAND, NoJsonResult, build_invocation, error_line, parse_last_json, partial_name, sha256_file
 
@@ -198,7 +198,7 @@ class SSHGuest(BatchMixin):
     def run_script_path(self, path: Path, params: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
         """Run any .ps1 by path (e.g. scripts/hyperv/ on a Hyper-V host); run_script is this for shipped guest scripts."""
         script = path.name
-        inv = build_invocation(self.powershell_path, path.read_text(encoding="utf-8-sig"), params or {}, max_command=SSH_MAX_COMMAND)
+        inv = build_invocation(self.powershell_path, load_script(path), params or {}, max_command=SSH_MAX_COMMAND)
         rc, out, err = self._exec(inv.command_line(), inv.stdin, timeout or self.script_timeout, script)
         if rc != 0:
             detail = error_line(err) or (out.strip().splitlines() or [""])[-1]

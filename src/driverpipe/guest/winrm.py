@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .base import BatchMixin, GuestScriptError, PushResult, script_path
+from .base import BatchMixin, GuestScriptError, PushResult, load_script, script_path
 from .errors import Endpoint, GuestTimeout, RemoteFileNotFound, translate_winrm
 from .psencode import NoJsonResult, parse_last_json, partial_name, sha256_file
 
@@ -185,7 +185,7 @@ class WinRMGuest(BatchMixin):
         limit = float(timeout or self.script_timeout)
         self.round_trips += 1
         ps = PowerShell(self._pool)
-        ps.add_script(path.read_text(encoding="utf-8-sig"))
+        ps.add_script(load_script(path))
         if params:
             ps.add_parameters(dict(params))
         try:

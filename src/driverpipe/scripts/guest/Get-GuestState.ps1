@@ -11,19 +11,7 @@ param(
 )
 $ErrorActionPreference = 'Stop'
 
-function Invoke-Native {
-    param([string]$Exe, [string[]]$Arguments)
-    # Windows PowerShell 5.1 turns native stderr into terminating errors under 'Stop'.
-    $saved = $ErrorActionPreference
-    $ErrorActionPreference = 'Continue'
-    try {
-        $lines = @(& $Exe @Arguments 2>&1 | ForEach-Object { "$_" })
-        $rc = $LASTEXITCODE
-    } finally {
-        $ErrorActionPreference = $saved
-    }
-    [pscustomobject]@{ rc = $rc; output = ($lines -join "`r`n") }
-}
+#include Invoke-Native.ps1
 
 $identity = [Security.Principal.WindowsIdentity]::GetCurrent()
 $elevated = ([Security.Principal.WindowsPrincipal]$identity).IsInRole([Security.Principal.WindowsBuiltInRole]::Administrator)

@@ -11,18 +11,7 @@ param(
 )
 $ErrorActionPreference = 'Stop'
 
-function Invoke-Native {
-    param([string]$Exe, [string[]]$Arguments)
-    $saved = $ErrorActionPreference
-    $ErrorActionPreference = 'Continue'
-    try {
-        $lines = @(& $Exe @Arguments 2>&1 | ForEach-Object { "$_" })
-        $rc = $LASTEXITCODE
-    } finally {
-        $ErrorActionPreference = $saved
-    }
-    [pscustomobject]@{ rc = $rc; output = ($lines -join "`r`n") }
-}
+#include Invoke-Native.ps1
 
 function Get-StateNumber {
     param([string]$Text)
