@@ -15,9 +15,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -26,15 +24,9 @@ from driverpipe import deploy  # noqa: E402
 from driverpipe.config import load  # noqa: E402
 from driverpipe.context import RunContext  # noqa: E402
 from fakes.guest import FakeCapture, FakeGuest, FakeWindows  # noqa: E402
+from fakes.package import StubPackage  # noqa: E402
 
-
-@dataclass
-class Pkg:
-    dir: Path
-    name: str
-    files: list[Path]
-    cert_path: Path
-    manifest: dict[str, Any] = field(default_factory=dict)
+Pkg = StubPackage
 
 
 def main() -> int:

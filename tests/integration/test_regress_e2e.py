@@ -13,7 +13,6 @@ import signal
 import textwrap
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from driverpipe.errors import ExitCode
 from driverpipe.vm.base import VmState
 from driverpipe.vm.factory import open_vm_host
 from fakes.guest import FakeGuest, FakeWindows
+from fakes.package import StubPackage
 from qemu_guest import IDLE, make_base_image
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(240)]
@@ -34,13 +34,7 @@ pytestmark = [pytest.mark.qemu, pytest.mark.timeout(240)]
 DBGVIEW = "C:\\Tools\\Dbgview.exe"
 
 
-@dataclass
-class Pkg:
-    dir: Path
-    name: str
-    files: list[Path]
-    cert_path: Path
-    manifest: dict[str, Any] = field(default_factory=dict)
+Pkg = StubPackage
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +14,13 @@ from driverpipe.context import RunContext
 from driverpipe.errors import CheckFailed, ConfigError, EnvironmentProblem, StepFailed
 from driverpipe.psgrammar import check_bound_params
 from fakes.guest import DEBUG_FILTER_KEY, FakeCapture, FakeGuest, FakeWindows
+from fakes.package import StubPackage
 
 GUEST_DIR = "C:\\WazabiEDR"
 SYS = GUEST_DIR + "\\WazabiEDR_Driver.sys"
 
 
-@dataclass
-class Pkg:
-    dir: Path
-    name: str
-    files: list[Path]
-    cert_path: Path
-    manifest: dict[str, Any] = field(default_factory=dict)
+Pkg = StubPackage
 
 
 class Clock:

@@ -13,11 +13,7 @@ $ErrorActionPreference = 'Stop'
 
 #include Invoke-Native.ps1
 
-function Get-StateNumber {
-    param([string]$Text)
-    if ($Text -match 'STATE\s*:\s*(\d+)') { return [int]$Matches[1] }
-    return 0
-}
+#include Get-StateNumber.ps1
 
 $ops = @()
 $result = [ordered]@{ ok = $false; error = ''; ops = $null; start_rc = $null; final_query = $null; actual_sha256 = '' }

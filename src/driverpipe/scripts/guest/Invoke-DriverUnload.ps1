@@ -11,11 +11,7 @@ $ErrorActionPreference = 'Stop'
 
 #include Invoke-Native.ps1
 
-function Get-StateNumber {
-    param([string]$Text)
-    if ($Text -match 'STATE\s*:\s*(\d+)') { return [int]$Matches[1] }
-    return 0
-}
+#include Get-StateNumber.ps1
 
 if (-not ('DriverpipeDeviceProbe' -as [type])) {
     Add-Type -TypeDefinition @'
