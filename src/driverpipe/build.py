@@ -13,11 +13,9 @@ artifact, optional .pdb/.map, their SHA-256, the source and the features.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import re
-import shutil
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ from typing import Any
 from . import wdk
 from .context import RunContext
 from .errors import ConfigError, EnvironmentProblem, PipelineError, StepFailed
+from .files import copy_atomic, sha256_file, write_atomic
 from .preflight import CrateInfo
 
 MANIFEST_NAME = "driverpipe-build.json"
@@ -81,27 +80,10 @@ class BuildResult:
 # ----------------------------------------------------------------------------- helpers
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temp file + rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
-def copy_atomic(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
 
 
 def crate_dir(ctx: RunContext) -> Path:

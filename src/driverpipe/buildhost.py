@@ -12,7 +12,6 @@ SHA-256. Each file is pulled, its hash checked, then moved into place.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 import zipfile
@@ -20,10 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .build import BuildResult, _record, _show_errors, cargo_argv, classify_failure, error_blocks, features, profile_dir, sha256_file
+from .build import BuildResult, _record, _show_errors, cargo_argv, classify_failure, error_blocks, features, profile_dir
 from .config import Section
 from .context import RunContext
 from .errors import ConfigError, StepFailed
+from .files import sha256_file
 from .preflight import CrateInfo
 
 SCRIPT = "Invoke-RemoteCargoBuild.ps1"
@@ -177,4 +177,4 @@ def _collect(ctx: RunContext, guest: Any, result: Any, host: str) -> dict[str, P
 def _sha256(path: Path) -> str:
     if not path.is_file():
         raise StepFailed(f"pull did not produce {path}")
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return sha256_file(path)

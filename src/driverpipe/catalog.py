@@ -39,8 +39,6 @@ signature, hence the default.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CheckFailed, ConfigError
+from .files import write_atomic
 
 OID_SIGNED_DATA = "1.2.840.113549.1.7.2"
 OID_CTL = "1.3.6.1.4.1.311.10.1"
@@ -198,22 +197,6 @@ def _asn1() -> Any:
 _ASN1: Any = None
 
 
-def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None) -> None:
-    """Write a file so readers never see a half-written one (temp file + os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        if mode is None:  # mkstemp makes 0600; ordinary files get the usual umask-based mode
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def pe_authenticode_hash(path: Path, algorithm: str = "sha1") -> bytes | None:
@@ -330,7 +313,7 @@ def write_catalog(
 ) -> None:
     """Build an unsigned catalog of `members` and write it atomically to cat_path."""
     der = build_catalog_der(members, os_attr=os_attr, os_name=os_name, hash_algorithm=hash_algorithm, this_update=this_update)
-    atomic_write_bytes(Path(cat_path), der)
+    write_atomic(Path(cat_path), der)
 
 
 def _parse(path: Path) -> tuple[Any, Any]:

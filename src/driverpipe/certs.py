@@ -34,8 +34,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from .catalog import atomic_write_bytes
 from .errors import CheckFailed, ConfigError, EnvironmentProblem, StepFailed
+from .files import write_atomic
 from .secrets import REDACT
 
 KEY_BITS = 2048
@@ -259,7 +259,7 @@ class _Password:
                 return value, "keyring"
             except Exception:
                 pass  # e.g. a locked or headless keyring: fall back to the file
-        atomic_write_bytes(self.file, value.encode(), mode=0o600)
+        write_atomic(self.file, value.encode(), mode=0o600)
         return value, f"file:{self.file}"
 
     def forget(self) -> None:
@@ -337,10 +337,10 @@ def ensure_file_cert(ctx: Any, rotate: bool = False) -> TestCert:
         pw, source = password.get(create=True)
         assert pw is not None
         # Key first (0600 from the start: written to a 0600 temp file, then renamed).
-        atomic_write_bytes(paths["key"], key_pem, mode=0o600)
-        atomic_write_bytes(paths["crt"], crt_pem, mode=0o644)
-        atomic_write_bytes(paths["cer"], cert_der, mode=0o644)
-        atomic_write_bytes(paths["pfx"], _make_pfx(key_pem, cert_der, pw, common_name(subject)), mode=0o600)
+        write_atomic(paths["key"], key_pem, mode=0o600)
+        write_atomic(paths["crt"], crt_pem, mode=0o644)
+        write_atomic(paths["cer"], cert_der, mode=0o644)
+        write_atomic(paths["pfx"], _make_pfx(key_pem, cert_der, pw, common_name(subject)), mode=0o600)
         ctx.step(f"PFX password kept in {_where(source)} (value never shown)")
         created = True
     else:
@@ -363,11 +363,11 @@ def ensure_file_cert(ctx: Any, rotate: bool = False) -> TestCert:
     if not created and not ctx.dry:
         # .cer and .pfx are derived files: recreate them if missing or stale.
         if not paths["cer"].is_file() or paths["cer"].read_bytes() != cert_der:
-            atomic_write_bytes(paths["cer"], cert_der, mode=0o644)
+            write_atomic(paths["cer"], cert_der, mode=0o644)
         if not paths["pfx"].is_file():
             pw, source = password.get(create=True)
             assert pw is not None
-            atomic_write_bytes(paths["pfx"], _make_pfx(key_pem, cert_der, pw, common_name(subject)), mode=0o600)
+            write_atomic(paths["pfx"], _make_pfx(key_pem, cert_der, pw, common_name(subject)), mode=0o600)
     pw, found = password.get(create=False)
     source = source or found
     subj, thumb, not_after, serial = cert_facts(cert_der)

@@ -359,7 +359,6 @@ def add_named_entry(path: Path, table: str, name: str, values: Mapping[str, Any]
         else:
             entry[key] = value
     _Validator(str(path)).table(_plain(doc), USER, "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(tomlkit.dumps(doc), encoding="utf-8")
-    os.replace(tmp, path)
+    from .files import write_atomic
+
+    write_atomic(path, tomlkit.dumps(doc).encode("utf-8"))

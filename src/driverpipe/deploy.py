@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from .context import RunContext
 from .errors import CheckFailed, ConfigError, EnvironmentProblem, PipelineError, StepFailed
+from .files import sha256_file
 from .guest.base import GuestScriptError
 from .reboot import Diagnosed, is_connection_error, reboot_and_wait
 from .winparse import (
@@ -327,7 +328,7 @@ def _sys_file(pkg: PackageLike) -> Path:
 
 def _sha256(path: Path) -> str | None:
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        return sha256_file(path)
     except OSError:
         return None
 

@@ -15,13 +15,13 @@ where a new directive lands in [Version]) is unverified: no WDK here.
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
+from .files import write_atomic
 
 BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
 
@@ -219,9 +219,7 @@ def stamp_file(path: Path, **kwargs: object) -> None:
     """Stamp an INF in place (atomically), keeping its encoding and line endings."""
     enc = decode(path.read_bytes(), str(path))
     stamped = stamp_text(enc.text, **kwargs)  # type: ignore[arg-type]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(encode(stamped, enc))
-    os.replace(tmp, path)
+    write_atomic(path, encode(stamped, enc))
 
 
 # ----------------------------------------------------------------------------- lint

@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from . import wdk
-from .build import BuildResult, copy_atomic, crate_dir, inx_path, load_manifest, manifest_path, profile_dir, sha256_file, write_atomic
+from .build import BuildResult, crate_dir, inx_path, load_manifest, manifest_path, profile_dir
 from .context import RunContext
 from .errors import ConfigError, EnvironmentProblem, NotImplementedYet, StepFailed
+from .files import copy_atomic, sha256_file, write_atomic
 from .preflight import CrateInfo
 
 STAMP_NAME = ".driverpipe-package.json"

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from typing import Any
 
 from .context import RunContext
 from .errors import CheckFailed, ConfigError, EnvironmentProblem, PipelineError, StepFailed
+from .files import write_atomic
 
 DEBUG_FILTER_WANTED = 0xF
 CRASH_DUMP = "automatic"  # CrashDumpEnabled=7: kernel-dump content, Windows sizes the page file so the dump fits
@@ -125,11 +125,6 @@ def pin_path(target_name: str) -> Path:
     return user_data_dir() / "winrm" / f"{target_name}.pem"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="ascii")
-    os.replace(tmp, path)
 
 
 def record_listener(ctx: RunContext, section: Any, listener: Any, out: Outcome) -> None:
@@ -175,7 +170,7 @@ def record_listener(ctx: RunContext, section: Any, listener: Any, out: Outcome) 
                 f"if the guest's certificate was renewed on purpose, point ca_bundle at {pin_path(name)}"
             )
             if not ctx.dry:
-                _write_atomic(pin_path(name), der_to_pem(der))
+                write_atomic(pin_path(name), der_to_pem(der).encode("ascii"))
         return
     path = pin_path(name)
     if ctx.dry:
@@ -183,7 +178,7 @@ def record_listener(ctx: RunContext, section: Any, listener: Any, out: Outcome) 
         return
     from .config import add_named_entry
 
-    _write_atomic(path, der_to_pem(der))
+    write_atomic(path, der_to_pem(der).encode("ascii"))
     add_named_entry(ctx.config.user_path, "targets", name, {"winrm.ca_bundle": str(path)})
     out.changed.append("winrm.ca_bundle (host config)")
     ctx.say(f"{name}: pinned WinRM listener certificate {thumb}: targets.{name}.winrm.ca_bundle = {path}")

@@ -13,13 +13,13 @@ atomically (temp file + rename), so a crash never leaves half a report.
 import datetime as _dt
 import html
 import json
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+
+from .files import write_atomic
 
 SCHEMA = "driverpipe-regress/1"
 STATUSES = ("pass", "fail", "known-issue", "skipped", "error")
@@ -106,23 +106,6 @@ def clean(text: object) -> str:
     return _XML_ILLEGAL.sub("", str(text))
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is meant to be read by people and CI uploads
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _iso(ts: float) -> str:
@@ -202,8 +185,12 @@ def junit_xml(report: RegressReport) -> bytes:
     return ET.tostring(suites, encoding="utf-8", xml_declaration=True) + b"\n"
 
 
+# Reports are read by people and uploaded by CI: 0644, not the 0600 of a temp file.
+REPORT_MODE = 0o644
+
+
 def write_junit(report: RegressReport, path: Path) -> None:
-    _atomic_write(Path(path), junit_xml(report))
+    write_atomic(Path(path), junit_xml(report), mode=REPORT_MODE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,7 +199,7 @@ def write_junit(report: RegressReport, path: Path) -> None:
 
 
 def write_json(report: RegressReport, path: Path) -> None:
-    _atomic_write(Path(path), (json.dumps(report.to_dict(), indent=2, ensure_ascii=False, default=str) + "\n").encode("utf-8"))
+    write_atomic(Path(path), (json.dumps(report.to_dict(), indent=2, ensure_ascii=False, default=str) + "\n").encode("utf-8"), mode=REPORT_MODE)
 
 
 def read_json(path: Path) -> RegressReport:
@@ -353,7 +340,7 @@ def render_html(report: RegressReport) -> str:
 
 
 def write_html(report: RegressReport, path: Path) -> None:
-    _atomic_write(Path(path), render_html(report).encode("utf-8"))
+    write_atomic(Path(path), render_html(report).encode("utf-8"), mode=REPORT_MODE)
 
 
 # ---------------------------------------------------------------------------------------------

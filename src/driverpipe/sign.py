@@ -34,9 +34,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .catalog import atomic_write_bytes, pe_authenticode_hash, read_catalog, write_catalog
+from .catalog import pe_authenticode_hash, read_catalog, write_catalog
 from .certs import TestCert, ensure_test_cert, file_base
 from .errors import CheckFailed, ConfigError, EnvironmentProblem, StepFailed
+from .files import sha256_file, write_atomic
 from .runner import last_meaningful_line, which
 
 MANIFEST = "driverpipe-sign.json"
@@ -389,12 +390,6 @@ def verify_package(ctx: Any, pkg_dir: Path, name: str, cert: TestCert) -> list[s
 # --------------------------------------------------------------------------- manifest
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _package_files(pkg_dir: Path) -> list[Path]:
@@ -417,10 +412,10 @@ def write_manifest(pkg_dir: Path, name: str, backend: Backend, cert: TestCert, c
             "not_after": cert.not_after.isoformat(),
             "store": cert.store,
         },
-        "files": {p.name: _sha256(p) for p in _package_files(pkg_dir)},
+        "files": {p.name: sha256_file(p) for p in _package_files(pkg_dir)},
     }
     path = pkg_dir / MANIFEST
-    atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+    write_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
     return path
 
 
@@ -443,7 +438,7 @@ def check_signed_dir(pkg_dir: Path, name: str) -> SignedPackage:
         p = pkg_dir / fname
         if not p.is_file():
             raise CheckFailed(f"package changed since signing: {fname} is missing", "run `invoke sign`")
-        if _sha256(p) != digest:
+        if sha256_file(p) != digest:
             raise CheckFailed(f"package changed since signing: {fname}", "run `invoke sign`")
     return SignedPackage(dir=pkg_dir, name=name, files=[pkg_dir / f for f in wanted], cert_path=pkg_dir / cer_name, manifest=manifest)
 
@@ -471,7 +466,7 @@ def sign_package(ctx: Any, pkg_dir: Path, name: str, *, backend: Backend, cert: 
     else:
         old = pkg_dir / MANIFEST
         old.unlink(missing_ok=True)  # the package is about to change: no stale "signed" record
-        atomic_write_bytes(cer_in_pkg, cert.cer.read_bytes())
+        write_atomic(cer_in_pkg, cert.cer.read_bytes())
     ctx.step(f"signing {sys_.name} ({backend.name}, SHA-256, page hashes)")
     _sign_file(ctx, backend, cert, sys_, page_hashes=True)
     _build_catalog(ctx, backend, pkg_dir, name)

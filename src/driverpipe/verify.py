@@ -30,6 +30,7 @@ from .context import RunContext
 from .dbgview import LogLine, LogTail
 from .errors import ConfigError, EnvironmentProblem, StepFailed
 from .expect import Expectation, Matcher, Verdict, render_markdown, render_table
+from .files import write_atomic
 
 PHASES = ("load", "unload", "failed_load")
 TASK_PREFIX = "driverpipe-dbgview-"
@@ -430,10 +431,7 @@ class Capture:
         if not self._received:
             return None
         local = Path(local_dir) / f"dbgview-{self.run_id}.log"
-        local.parent.mkdir(parents=True, exist_ok=True)
-        tmp = local.with_name(local.name + ".tmp")
-        tmp.write_bytes(bytes(self._received))
-        os.replace(tmp, local)
+        write_atomic(local, bytes(self._received))
         return local
 
     def _collect(self, lines: list[LogLine]) -> None:

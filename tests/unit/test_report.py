@@ -167,7 +167,7 @@ def test_writes_are_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     def boom(*_args: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(rep.os, "replace", boom)
+    monkeypatch.setattr("driverpipe.files.os.replace", boom)  # where every atomic write renames
     with pytest.raises(OSError):
         rep.write_html(sample(), path)
     assert path.read_text(encoding="utf-8") == "old report"

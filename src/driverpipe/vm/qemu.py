@@ -49,6 +49,7 @@ from typing import Any
 
 from ..config import user_data_dir
 from ..errors import ConfigError, EnvironmentProblem, PipelineError, StepFailed
+from ..files import write_atomic
 from ..runner import format_argv, last_meaningful_line, which
 from .base import VmEvent, VmState, VmStatus
 from .qmp import INTERESTING_EVENTS, Qmp
@@ -131,10 +132,6 @@ def _forward_ports(settings: Mapping[str, Any]) -> list[tuple[int, int]]:
     ]
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _process_alive(pid: int, marker: str) -> tuple[bool, int | None]:
@@ -232,7 +229,7 @@ class QemuHost:
         return data if isinstance(data, dict) else None
 
     def _save_instance(self, data: dict[str, Any]) -> None:
-        _write_atomic(self.instance_path, json.dumps(data, indent=1, sort_keys=True))
+        write_atomic(self.instance_path, json.dumps(data, indent=1, sort_keys=True).encode())
 
     def _alive(self, inst: Mapping[str, Any] | None) -> tuple[bool, int | None]:
         if not inst or not isinstance(inst.get("pid"), int):
@@ -631,7 +628,7 @@ class QemuHost:
         for name in ("disk.qcow2", "vars.qcow2"):
             if (self.run_dir / name).is_file():
                 shutil.copyfile(self.run_dir / name, tmp / name)
-        _write_atomic(tmp / "state.json", json.dumps({"name": state, "saved": time.time(), "base_image": str(self._path_setting("base_image") or "")}))
+        write_atomic(tmp / "state.json", json.dumps({"name": state, "saved": time.time(), "base_image": str(self._path_setting("base_image") or "")}).encode())
         final = self.states_dir / state
         old = self.states_dir / f".{state}.{os.getpid()}.old"
         if final.exists():
