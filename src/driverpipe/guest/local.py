@@ -22,9 +22,9 @@ from typing import Any
 
 from ..errors import EnvironmentProblem, StepFailed
 from ..runner import which
-from .base import BatchMixin, GuestScriptError, PushResult, load_script, script_path
+from .base import BatchMixin, PushResult, load_script, script_path
 from .errors import GuestTimeout, RemoteFileNotFound
-from .psencode import LOCAL_MAX_COMMAND, NoJsonResult, build_invocation, error_line, parse_last_json, partial_name, sha256_file
+from .psencode import LOCAL_MAX_COMMAND, build_invocation, partial_name, script_result, sha256_file
 
 POWERSHELL_NAMES = ("powershell.exe", "powershell", "pwsh.exe", "pwsh")
 
@@ -70,14 +70,7 @@ class LocalGuest(BatchMixin):
             raise EnvironmentProblem(f"cannot run {self.powershell}: {exc.strerror or exc}") from None
         out = proc.stdout.decode("utf-8", "replace")
         err = proc.stderr.decode("utf-8", "replace")
-        if proc.returncode != 0:
-            detail = error_line(err) or (out.strip().splitlines() or [""])[-1]
-            raise GuestScriptError(f"{script} failed on {self.name} (exit code {proc.returncode})" + (f": {detail}" if detail else ""))
-        try:
-            return parse_last_json(out)
-        except NoJsonResult:
-            detail = error_line(err)
-            raise GuestScriptError(f"{script} printed no JSON result on {self.name}" + (f": {detail}" if detail else "")) from None
+        return script_result(script, self.name, proc.returncode, out, err)
 
     def push(self, local: Path, remote: str) -> PushResult:
         digest, size = sha256_file(local)

@@ -169,6 +169,20 @@ def _unclixml(text: str) -> str:
     return joined
 
 
+def script_result(script: str, where: str, rc: int, out: str, err: str) -> Any:
+    """What a wrapped script run returned (SSH and local share this): its JSON, or GuestScriptError."""
+    from .base import GuestScriptError
+
+    if rc != 0:
+        detail = error_line(err) or (out.strip().splitlines() or [""])[-1]
+        raise GuestScriptError(f"{script} failed on {where} (exit code {rc})" + (f": {detail}" if detail else ""))
+    try:
+        return parse_last_json(out)
+    except NoJsonResult:
+        detail = error_line(err)
+        raise GuestScriptError(f"{script} printed no JSON result on {where}" + (f": {detail}" if detail else "")) from None
+
+
 def error_line(stderr: str) -> str:
     """The guest's error message in one line: our marker line, else the first meaningful stderr line."""
     for line in stderr.splitlines():

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StepFailed
-from .base import BatchMixin, GuestScriptError, PushResult, load_script, script_path
+from .base import BatchMixin, PushResult, load_script, script_path
 from .errors import Endpoint, GuestTimeout, RemoteFileNotFound, UnknownHostKey, translate_ssh
-from .psencode import SSH_MAX_COMMAND, NoJsonResult, build_invocation, error_line, parse_last_json, partial_name, sha256_file
+from .psencode import SSH_MAX_COMMAND, build_invocation, partial_name, script_result, sha256_file
 
 # SFTP tuning: a large channel window keeps many pipelined writes in flight.
 SFTP_WINDOW = 64 * 1024 * 1024
@@ -200,14 +200,7 @@ class SSHGuest(BatchMixin):
         script = path.name
         inv = build_invocation(self.powershell_path, load_script(path), params or {}, max_command=SSH_MAX_COMMAND)
         rc, out, err = self._exec(inv.command_line(), inv.stdin, timeout or self.script_timeout, script)
-        if rc != 0:
-            detail = error_line(err) or (out.strip().splitlines() or [""])[-1]
-            raise GuestScriptError(f"{script} failed on {self.name} (exit code {rc})" + (f": {detail}" if detail else ""))
-        try:
-            return parse_last_json(out)
-        except NoJsonResult:
-            detail = error_line(err)
-            raise GuestScriptError(f"{script} printed no JSON result on {self.name}" + (f": {detail}" if detail else "")) from None
+        return script_result(script, self.name, rc, out, err)
 
     def _exec(self, command: str, stdin: bytes | None, timeout: float, label: str) -> tuple[int, str, str]:
         import paramiko
