@@ -14,6 +14,7 @@ $ErrorActionPreference = 'Stop'
 #include Invoke-Native.ps1
 
 #include Get-StateNumber.ps1
+#include Wait-ServiceStopped.ps1
 
 $ops = @()
 $result = [ordered]@{ ok = $false; error = ''; ops = $null; start_rc = $null; final_query = $null; actual_sha256 = '' }
@@ -38,13 +39,8 @@ if (-not $result.error) {
     if ($exists -and ($state -ne 1) -and ($state -ne 0)) {
         $stop = Invoke-Native 'sc.exe' @('stop', $ServiceName)
         $ops += [pscustomobject]@{ op = 'stop'; rc = $stop.rc; output = $stop.output }
-        $deadline = (Get-Date).AddSeconds($StopTimeoutSeconds)
-        do {
-            $q = Invoke-Native 'sc.exe' @('query', $ServiceName)
-            $state = Get-StateNumber $q.output
-            if (($state -eq 1) -or ($q.rc -eq 1060)) { break }
-            Start-Sleep -Milliseconds 250
-        } while ((Get-Date) -lt $deadline)
+        $q = Wait-ServiceStopped $ServiceName $StopTimeoutSeconds
+        $state = Get-StateNumber $q.output
         $ops += [pscustomobject]@{ op = 'wait_stopped'; rc = $q.rc; output = $q.output }
         if (($state -ne 1) -and ($q.rc -ne 1060)) { $result.error = 'stop_timeout' }
         if ($q.rc -eq 1060) { $exists = $false }

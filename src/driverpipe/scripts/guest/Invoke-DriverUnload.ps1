@@ -12,6 +12,7 @@ $ErrorActionPreference = 'Stop'
 #include Invoke-Native.ps1
 
 #include Get-StateNumber.ps1
+#include Wait-ServiceStopped.ps1
 
 if (-not ('DriverpipeDeviceProbe' -as [type])) {
     Add-Type -TypeDefinition @'
@@ -37,13 +38,8 @@ $stop = Invoke-Native 'sc.exe' @('stop', $ServiceName)
 $state = Get-StateNumber $stop.output
 $q = $stop
 if ($stop.rc -eq 0) {
-    $deadline = (Get-Date).AddSeconds($TimeoutSeconds)
-    do {
-        $q = Invoke-Native 'sc.exe' @('query', $ServiceName)
-        $state = Get-StateNumber $q.output
-        if (($state -eq 1) -or ($q.rc -eq 1060)) { break }
-        Start-Sleep -Milliseconds 250
-    } while ((Get-Date) -lt $deadline)
+    $q = Wait-ServiceStopped $ServiceName $TimeoutSeconds
+    $state = Get-StateNumber $q.output
 }
 $openError = [DriverpipeDeviceProbe]::OpenError($DevicePath)
 $del = $null
