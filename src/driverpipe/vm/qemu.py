@@ -245,10 +245,10 @@ class QemuHost:
         return last_meaningful_line("\n".join(line for line in text.splitlines() if not line.startswith("--- ")))
 
     # -- QMP ----------------------------------------------------------------
-    def _monitor(self, timeout: float = 10.0) -> Qmp:
+    def _monitor(self, timeout: float = 10.0, *, refused_grace: float = 0.0) -> Qmp:
         if self._qmp is None or not self._qmp.connected:
             qmp = Qmp(self.socket, timeout=timeout)
-            qmp.connect()
+            qmp.connect(refused_grace=refused_grace)
             self._qmp = qmp
             # Events that fired while nobody was connected are gone; the runstate is not.
             if self._runstate(qmp) == "guest-panicked" and not self._reported_panic:
@@ -531,6 +531,7 @@ class QemuHost:
         self._reported_exit = self._reported_panic = False
         self._events.clear()
         try:
+            self._monitor(refused_grace=5.0)  # the socket file exists a moment before QEMU listens on it
             with self._own_operation() as qmp:
                 qmp.execute("cont")
         except PipelineError as exc:

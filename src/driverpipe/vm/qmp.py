@@ -14,6 +14,7 @@ an exact version in pyproject.toml because it is labelled alpha (0.0.x).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,25 +48,40 @@ class Qmp:
         self.pending: list[QmpEvent] = []  # every event seen, oldest first; callers drain it
 
     # -- connection -------------------------------------------------------
-    def connect(self, timeout: float | None = None) -> None:
+    def connect(self, timeout: float | None = None, *, refused_grace: float = 0.0) -> None:
+        """Connect and read the greeting.
+
+        `refused_grace`: keep retrying a refused connection for that long. A QEMU
+        that was just spawned creates its socket file (bind) a moment before it
+        listens, so a connection in that window is refused although all is well.
+        """
         try:
             from qemu.qmp import QMPClient
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise EnvironmentProblem("the qemu.qmp package is not installed", "pip install 'qemu.qmp==0.0.6'") from exc
-        client = QMPClient("driverpipe")
+        # The library logs every failed attempt at ERROR; we report failures ourselves, once.
+        logging.getLogger("qemu.qmp").addHandler(logging.NullHandler())
+        logging.getLogger("qemu.qmp").propagate = False
         wait = self.timeout if timeout is None else timeout
-        try:
-            self._run(client.connect(str(self.socket_path)), wait)
-        except TimeoutError:
-            self._abandon(client)
-            raise StepFailed(
-                f"QMP at {self.socket_path} did not greet within {wait:g} s",
-                "another driverpipe process may hold the monitor; wait for it or stop the VM",
-            ) from None
-        except Exception as exc:  # ConnectError wraps ENOENT/ECONNREFUSED
-            self._abandon(client)
-            raise StepFailed(f"cannot connect to QMP at {self.socket_path}: {_reason(exc)}") from None
-        self._client = client
+        grace_ends = time.monotonic() + refused_grace
+        while True:
+            client = QMPClient("driverpipe")
+            try:
+                self._run(client.connect(str(self.socket_path)), wait)
+            except TimeoutError:
+                self._abandon(client)
+                raise StepFailed(
+                    f"QMP at {self.socket_path} did not greet within {wait:g} s",
+                    "another driverpipe process may hold the monitor; wait for it or stop the VM",
+                ) from None
+            except Exception as exc:  # ConnectError wraps ENOENT/ECONNREFUSED
+                self._abandon(client)
+                if isinstance(getattr(exc, "exc", None), ConnectionRefusedError) and time.monotonic() < grace_ends:
+                    time.sleep(0.05)
+                    continue
+                raise StepFailed(f"cannot connect to QMP at {self.socket_path}: {_reason(exc)}") from None
+            self._client = client
+            return
 
     @property
     def connected(self) -> bool:
