@@ -71,10 +71,12 @@ FAKE_POWERSHELL = r'''
 import base64, hashlib, json, os, sys, time
 from pathlib import Path
 
+from driverpipe.guest.base import load_script
 from driverpipe.guest.psencode import ERROR_MARKER, decode_command, parse_wrapper
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = Path(os.environ.get("FAKE_PS_SCRIPTS") or (HERE.parent / "ps"))
+DIRECT = Path(load_script.__code__.co_filename).resolve().parent.parent / "scripts" / "psdirect"
 LOG = HERE / "calls.log"
 
 
@@ -83,7 +85,66 @@ class ScriptError(Exception):
 
 
 def known_scripts():
-    return {p.read_text(encoding="utf-8-sig"): p.name for p in SCRIPTS.glob("*.ps1")}
+    # As sent: #include lines expanded (the guest scripts' raw text is accepted too).
+    known = {p.read_text(encoding="utf-8-sig"): p.name for p in SCRIPTS.glob("*.ps1")}
+    known.update({load_script(p): p.name for p in SCRIPTS.glob("*.ps1")})
+    known.update({load_script(p): p.name for p in DIRECT.glob("*.ps1")})
+    return known
+
+
+def _setting(name, default):
+    path = HERE / name
+    return path.read_text(encoding="utf-8").strip() if path.is_file() else default
+
+
+def open_vm_session(p):
+    """What Open-DpVmSession does, with the VM's rules: password from the environment only."""
+    password = os.environ.pop("DRIVERPIPE_PSDIRECT_PASSWORD", "")
+    if not password:
+        raise ScriptError("driverpipe-psdirect: no guest password was handed over")
+    if p["VMName"] != _setting("vm-name", "win11"):
+        raise ScriptError(f"driverpipe-psdirect: Unable to find a virtual machine with name '{p['VMName']}'.")
+    if (HERE / "vm-off").exists():
+        raise ScriptError(f"driverpipe-psdirect: The virtual machine {p['VMName']} is not in running state.")
+    if password != _setting("vm-password", "pw") or p["UserName"] != _setting("vm-user", "Administrator"):
+        raise ScriptError("driverpipe-psdirect: The credential is invalid.")
+
+
+def run_direct(name, p, out):
+    """The scripts/psdirect host scripts: one 'session' into a VM whose files are local paths."""
+    open_vm_session(p)
+    known = known_scripts()
+    if name == "Invoke-InVm.ps1":
+        inner = known.get(p["ScriptText"])
+        if inner is None:
+            raise ScriptError("the script text is not a shipped guest script")
+        return run(inner, json.loads(p.get("ParamsJson") or "{}"), out)
+    if name == "Send-VmFile.ps1":
+        if known.get(p["HashScript"]) != "Get-FileSha256.ps1" or known.get(p["CompleteScript"]) != "Complete-FileUpload.ps1":
+            raise ScriptError("Send-VmFile needs the shipped hash and completion scripts")
+        present = run("Get-FileSha256.ps1", {"Path": p["RemotePath"]}, [])
+        if present["exists"] and present["sha256"] == p["Sha256"].lower():
+            return {"copied": False, "sha256": present["sha256"], "size": present["size"]}
+        partial = Path(p["RemotePath"] + ".partial-" + os.urandom(4).hex())
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        data = Path(p["LocalPath"]).read_bytes()
+        try:
+            if (HERE / "copy-fails").exists():
+                partial.write_bytes(data[: len(data) // 2])
+                raise ScriptError("Copy-Item: The network connection to the virtual machine was lost.")
+            partial.write_bytes(data)
+            done = run("Complete-FileUpload.ps1", {"Partial": str(partial), "Path": p["RemotePath"], "Sha256": p["Sha256"]}, [])
+        except ScriptError:
+            partial.unlink(missing_ok=True)
+            raise
+        return {"copied": True, "sha256": done["sha256"], "size": done["size"]}
+    if name == "Receive-VmFile.ps1":
+        remote = Path(p["RemotePath"])
+        if not remote.is_file():
+            return {"exists": False}
+        Path(p["LocalPath"]).write_bytes(remote.read_bytes())
+        return {"exists": True, "size": remote.stat().st_size}
+    raise ScriptError(f"fake powershell cannot emulate {name}")
 
 
 def sha256(path):
@@ -175,13 +236,17 @@ def main():
         return 65
     name = known_scripts().get(text)
     with LOG.open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps({"script": name, "stdin": bool(stdin_text.strip())}) + "\n")
+        record = {"script": name, "stdin": bool(stdin_text.strip()), "params": sorted(params)}
+        if "DRIVERPIPE_PSDIRECT_PASSWORD" in os.environ:
+            secret = os.environ["DRIVERPIPE_PSDIRECT_PASSWORD"]
+            record["password_in_call"] = secret in " ".join(sys.argv) + stdin_text + json.dumps(params)
+        fh.write(json.dumps(record) + "\n")
     if name is None:
         sys.stderr.write("fake powershell: script text is not a known script\n")
         return 66
     out = []
     try:
-        result = run(name, params, out)
+        result = run_direct(name, params, out) if (DIRECT / name).is_file() else run(name, params, out)
     except ScriptError as exc:
         sys.stderr.write(ERROR_MARKER + str(exc) + "\n")
         return 1

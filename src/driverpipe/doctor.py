@@ -184,7 +184,9 @@ def check_target(ctx: RunContext, target_name: str) -> Iterable[Check]:
         from .deploy import read_guest_state
 
         state = read_guest_state(guest, ctx)
-        yield Check(f"target {target.name}: reachable", "ok", f"{target.transport}://{target.host or 'local'}")
+        vm_name = getattr(guest, "vm_name", "")  # PowerShell Direct
+        where = f"powershell-direct://{vm_name}" if vm_name else f"{target.transport}://{target.host or 'local'}"
+        yield Check(f"target {target.name}: reachable", "ok", where)
         yield from guest_state_checks(state, target.test_machine)
     except PipelineError as exc:
         yield Check(f"target {target.name}: state", "missing", exc.message, exc.hint or "")

@@ -183,15 +183,6 @@ def test_events_from_state_polls(project: Path, ps: FakePowerShell) -> None:
     assert [e.kind for e in host.events()] == ["SHUTDOWN"]
 
 
-def test_powershell_direct_probe_passes_the_variable_name_not_the_password(project: Path, ps: FakePowerShell) -> None:
-    ps.reply({"Test-TestVmDirect.ps1": [{"ok": True, "answered": False}, {"ok": True, "answered": True, "computer": "WIN11"}]})
-    host = _host(project, direct=True)
-    cfg = load(root=project)
-    probe = host.guest_probe(cfg.target("t"))
-    assert probe is not None and probe() is False and probe() is True
-    assert ps.calls()[-1] == ("Test-TestVmDirect.ps1", {"VMName": "WDR-Win11", "UserName": "Administrator", "PasswordVariable": "GUEST_PW"})
-
-
 def test_dry_shows_mutating_scripts_and_runs_only_queries(project: Path, ps: FakePowerShell) -> None:
     lines: list[str] = []
     ps.reply({"Get-VmState.ps1": [RUNNING]})

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import driverpipe.guest.base as guest_base
-from driverpipe.errors import EnvironmentProblem, NotImplementedYet
+from driverpipe.errors import ConfigError, EnvironmentProblem
 from driverpipe.guest.base import GuestScriptError
 from driverpipe.guest.errors import GuestTimeout, RemoteFileNotFound
 from driverpipe.guest.local import LocalGuest
@@ -109,5 +109,5 @@ use_powershell_direct = true
     guest = open_guest(ctx, cfg.target("self"))
     assert isinstance(guest, LocalGuest)
     assert guest.run_script("Test-Elevation.ps1")["elevated"] is True
-    with pytest.raises(NotImplementedYet, match="PowerShell Direct"):
-        open_guest(ctx, cfg.target("vm"))
+    with pytest.raises(ConfigError, match=r"targets.vm.user: required for PowerShell Direct"):
+        open_guest(ctx, cfg.target("vm"))  # the transport itself: tests/unit/test_psdirect_transport.py

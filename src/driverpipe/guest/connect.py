@@ -14,7 +14,7 @@ from typing import Any
 
 from ..config import Section
 from ..context import RunContext
-from ..errors import ConfigError, EnvironmentProblem, NotImplementedYet
+from ..errors import ConfigError, EnvironmentProblem
 from ..secrets import resolve
 from .base import Guest
 from .dry import DryGuest
@@ -23,8 +23,10 @@ from .errors import NOT_ADMIN, NOT_ADMIN_FIX
 DEFAULT_PORTS = {"ssh": 22}
 
 
-def _where(entry: Section, transport: str) -> str:
+def _where(entry: Section, transport: str, ctx: RunContext | None = None) -> str:
     if transport == "local":
+        if ctx is not None and _powershell_direct_host(ctx, entry) is not None:
+            return f"{entry.name} (PowerShell Direct to VM {entry.get('vm_name') or '?'})"
         return f"{entry.name} (local)"
     port = entry.port
     if transport == "winrm":
@@ -49,7 +51,7 @@ def _script_timeout(ctx: RunContext) -> float:
 def _open(ctx: RunContext, entry: Section, kind: str) -> Guest:
     transport = entry.transport
     if ctx.dry:
-        return DryGuest(ctx, entry.name, _where(entry, transport))
+        return DryGuest(ctx, entry.name, _where(entry, transport, ctx))
     timeout = _script_timeout(ctx)
     if transport == "winrm":
         from .winrm import WinRMGuest
@@ -97,24 +99,47 @@ def _open(ctx: RunContext, entry: Section, kind: str) -> Guest:
             say=ctx.say,
         )
     if transport == "local":
-        if _uses_powershell_direct(ctx, entry):
-            raise NotImplementedYet(
-                f"{kind}.{entry.name}: PowerShell Direct (Hyper-V host -> VM) is not implemented yet",
-                'reach the VM with transport = "winrm" or "ssh"',
-            )
+        direct = _powershell_direct_host(ctx, entry)
+        if direct is not None:
+            return _open_powershell_direct(entry, kind, direct, timeout)
         from .local import LocalGuest
 
         return LocalGuest(name=entry.name, script_timeout=timeout)
     raise ConfigError(f"{kind}.{entry.name}.transport: unknown transport {transport!r}", "use winrm, ssh or local")
 
 
-def _uses_powershell_direct(ctx: RunContext, entry: Section) -> bool:
+def uses_powershell_direct(ctx: RunContext, entry: Section) -> bool:
+    """True when this target is a Hyper-V VM reached from its host over PowerShell Direct."""
+    return _powershell_direct_host(ctx, entry) is not None
+
+
+def _powershell_direct_host(ctx: RunContext, entry: Section) -> dict[str, Any] | None:
+    """The [vm_hosts] entry when this local target is a Hyper-V VM reached over PowerShell Direct."""
     vm_host = entry.get("vm_host") or ""
     if not vm_host:
-        return False
+        return None
     hosts: Any = ctx.config.user.vm_hosts
     spec = hosts.get(vm_host) or {}
-    return bool(spec.get("kind") == "hyperv" and spec.get("use_powershell_direct"))
+    if spec.get("kind") == "hyperv" and spec.get("use_powershell_direct"):
+        return {"name": vm_host, **dict(spec)}
+    return None
+
+
+def _open_powershell_direct(entry: Section, kind: str, host: dict[str, Any], timeout: float) -> Guest:
+    if (host.get("transport") or "local") != "local":
+        raise ConfigError(
+            f"vm_hosts.{host['name']}.transport: PowerShell Direct works only on the Hyper-V host itself",
+            f'run the pipeline on the Hyper-V host (transport = "local") or set use_powershell_direct = false and reach {entry.name} over winrm/ssh',
+        )
+    vm_name = entry.get("vm_name") or ""
+    if not vm_name or not entry.user:
+        missing = "vm_name" if not vm_name else "user"
+        raise ConfigError(f"{kind}.{entry.name}.{missing}: required for PowerShell Direct", "set the VM's name (as Get-VM lists it) and an admin account in it")
+    from .psdirect import PsDirectGuest
+
+    password = _password(entry, kind, required=True)
+    assert password is not None
+    return PsDirectGuest(name=entry.name, vm_name=vm_name, user=entry.user, password=password, script_timeout=timeout)
 
 
 def open_guest(ctx: RunContext, target: Section) -> Guest:

@@ -7,8 +7,8 @@ the command line would pass CreateProcess's limit); files are copied directly
 verification as the remote transports.
 
 Checked with a fake `powershell` on PATH (tests/unit/test_local_transport.py);
-never run against a real powershell.exe. PowerShell Direct (a Hyper-V host
-reaching its VM) is not implemented: open_guest refuses it with a clear line.
+never run against a real powershell.exe. A Hyper-V host reaching its VM over
+PowerShell Direct is the psdirect transport (same wrapper, host-side scripts).
 """
 
 from __future__ import annotations

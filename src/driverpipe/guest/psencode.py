@@ -83,10 +83,14 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+def params_json(params: Mapping[str, Any] | None) -> str:
+    """The parameters as the JSON object the wrappers splat (Path-like values as text)."""
+    return json.dumps(dict(params or {}), separators=(",", ":"), default=_json_default)
+
+
 def payload(script_text: str, params: Mapping[str, Any] | None) -> str:
     """base64(script) '.' base64(json params): the only variable part of the wrapper."""
-    body = json.dumps(dict(params or {}), separators=(",", ":"), default=_json_default)
-    return _b64(script_text.encode("utf-8")) + "." + _b64(body.encode("utf-8"))
+    return _b64(script_text.encode("utf-8")) + "." + _b64(params_json(params).encode("utf-8"))
 
 
 def _json_default(value: Any) -> Any:

@@ -78,12 +78,12 @@ def run(ctx: Any, action: str, *, target: str | None = None, state: str | None =
 
 def guest_probe(ctx: Any, section: Section) -> tuple[Callable[[], bool] | None, str]:
     """A probe that is true when the guest transport answers, or (None, why not)."""
-    if section.transport == "local":
-        return None, "transport 'local' means the pipeline runs inside the guest"
     try:
-        from ..guest.connect import open_guest
+        from ..guest.connect import open_guest, uses_powershell_direct
     except ImportError:
         return None, "the guest transport module (driverpipe.guest.connect) is not available"
+    if section.transport == "local" and not uses_powershell_direct(ctx, section):
+        return None, "transport 'local' means the pipeline runs inside the guest"
 
     def probe() -> bool:
         try:
@@ -107,11 +107,7 @@ def guest_probe(ctx: Any, section: Section) -> tuple[Callable[[], bool] | None, 
 
 def _wait_for_guest(ctx: Any, host: VmHost, section: Section, timeout: float | None) -> None:
     label = f"{section.name} ({host.name})"
-    direct = getattr(host, "guest_probe", None)  # Hyper-V: PowerShell Direct, when configured
-    probe = direct(section) if direct is not None else None
-    why_not = ""
-    if probe is None:
-        probe, why_not = guest_probe(ctx, section)
+    probe, why_not = guest_probe(ctx, section)
     wait = float(timeout) if timeout else float(ctx.config.project.deploy.reboot_timeout)
     if ctx.dry:
         ctx.say(f"[dry] would wait up to {wait:g} s until the guest answers over {section.transport}")

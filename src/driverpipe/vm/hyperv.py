@@ -235,19 +235,6 @@ class HyperVHost:
             out.append(VmEvent("RESET", now, {"uptimeSeconds": info.get("uptimeSeconds")}))
         return out
 
-    def guest_probe(self, target: Section) -> Callable[[], bool] | None:
-        """PowerShell Direct probe (host-local only), when use_powershell_direct is set."""
-        if not self.settings.get("use_powershell_direct") or self.transport != "local":
-            return None
-        if not target.user or not target.password_env:
-            raise ConfigError(f"targets.{target.name}: PowerShell Direct needs user and password_env", "set both for this target")
-
-        def probe() -> bool:
-            params = {"VMName": self.name, "UserName": target.user, "PasswordVariable": target.password_env}
-            return bool(self.run("Test-TestVmDirect.ps1", params, mutates=False, timeout=120.0).get("answered"))
-
-        return probe
-
     def wait_reachable(self, probe: Callable[[], bool], timeout: float) -> None:
         from .factory import poll_until_reachable
 
