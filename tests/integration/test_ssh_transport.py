@@ -89,7 +89,7 @@ def test_run_script_path_runs_a_script_outside_the_guest_folder(guest: SSHGuest,
 def test_large_params_travel_on_stdin(guest: SSHGuest, fake_bin: Path) -> None:
     big = "x" * 200_000  # far beyond cmd.exe's 8191-character command line
     assert guest.run_script("Get-EchoParams.ps1", {"Name": big}) == {"params": {"Name": big}}
-    assert fake_calls(fake_bin)[-1] == {"script": "Get-EchoParams.ps1", "stdin": True}
+    assert fake_calls(fake_bin)[-1] == {"script": "Get-EchoParams.ps1", "stdin": True, "params": ["Name"]}
 
 
 def test_exit_code_and_stderr_become_a_script_error(guest: SSHGuest) -> None:
