@@ -80,12 +80,6 @@ class BuildResult:
 # ----------------------------------------------------------------------------- helpers
 
 
-
-
-
-
-
-
 def crate_dir(ctx: RunContext) -> Path:
     return ctx.config.path(ctx.config.project.driver_crate)
 

@@ -197,8 +197,6 @@ def _asn1() -> Any:
 _ASN1: Any = None
 
 
-
-
 def pe_authenticode_hash(path: Path, algorithm: str = "sha1") -> bytes | None:
     """The Authenticode hash of a PE file (lief), or None if the file is not a PE image."""
     with path.open("rb") as fh:

@@ -137,7 +137,7 @@ class _Validator:
                 near = difflib.get_close_matches(name, list(keys), n=1)
                 hint = f"did you mean '{near[0]}'?" if near else f"allowed keys: {', '.join(sorted(keys))}"
                 if any(word in name.lower() for word in SECRET_WORDS) and not name.endswith(("_env", "_keyring")):
-                    hint = f"secrets are never read from files: set {name}_env = \"ENV_VAR_NAME\" and export it"
+                    hint = f'secrets are never read from files: set {name}_env = "ENV_VAR_NAME" and export it'
                 raise self.fail(prefix + name, "unknown key", hint)
         for name, spec in keys.items():
             dotted = prefix + name
@@ -304,7 +304,7 @@ def load(root: Path | None = None, flags: Mapping[str, Any] | None = None, user_
         if target["vm_host"] and target["vm_host"] not in user["vm_hosts"]:
             raise ConfigError(f"{upath}: targets.{tname}.vm_host: no vm_hosts.{target['vm_host']}", "add that [vm_hosts] entry or fix the name")
         if target["transport"] in ("winrm", "ssh") and not target["host"]:
-            raise ConfigError(f"{upath}: targets.{tname}.host: required for transport {target['transport']}", "set host = \"ADDRESS\"")
+            raise ConfigError(f"{upath}: targets.{tname}.host: required for transport {target['transport']}", 'set host = "ADDRESS"')
         if target["transport"] == "winrm":
             w = target["winrm"]
             if w["auth"] == "basic" and not w["ssl"] and not w["allow_basic_http"]:

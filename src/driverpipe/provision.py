@@ -125,8 +125,6 @@ def pin_path(target_name: str) -> Path:
     return user_data_dir() / "winrm" / f"{target_name}.pem"
 
 
-
-
 def record_listener(ctx: RunContext, section: Any, listener: Any, out: Outcome) -> None:
     """Pin the guest's WinRM HTTPS certificate in the target's config (winrm.ca_bundle)."""
     if not isinstance(listener, dict):

@@ -410,11 +410,13 @@ def run(
     out = report_dir or ctx.artifacts / "regress" / f"{target_section.name}-{stamp}"
     if ctx.dry:
         ctx.say(f"[dry] would run the VM regression suite {suite} against target {target_section.name}")
-        ctx.say(f"[dry] phases: revert to '{target_section.clean_state}', deploy + smoke test, "
-                f"{ctx.config.project.regress.cycles} load/unload cycles"
-                + (f", fault sweep over {', '.join(ctx.config.project.regress.fault_steps)}" if faults else "")
-                + (", Driver Verifier pass" if ctx.config.project.regress.verifier else "")
-                + "; bugcheck checks after every phase; VM left stopped")
+        ctx.say(
+            f"[dry] phases: revert to '{target_section.clean_state}', deploy + smoke test, "
+            f"{ctx.config.project.regress.cycles} load/unload cycles"
+            + (f", fault sweep over {', '.join(ctx.config.project.regress.fault_steps)}" if faults else "")
+            + (", Driver Verifier pass" if ctx.config.project.regress.verifier else "")
+            + "; bugcheck checks after every phase; VM left stopped"
+        )
         ctx.say(f"[dry] reports would be written to {out}")
         return 0
     session = RegressSession(ctx=ctx, target=target_section, report_dir=out, faults=faults, guest_factory=guest_factory, vm_factory=vm_factory)

@@ -106,8 +106,6 @@ def clean(text: object) -> str:
     return _XML_ILLEGAL.sub("", str(text))
 
 
-
-
 def _iso(ts: float) -> str:
     return _dt.datetime.fromtimestamp(ts, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if ts else ""
 

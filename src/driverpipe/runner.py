@@ -108,9 +108,7 @@ class ToolRunner:
         done = Completed(args, proc.returncode, proc.stdout or "", proc.stderr or "")
         if check and proc.returncode != 0:
             tail = last_meaningful_line(done.stderr) or last_meaningful_line(done.stdout)
-            raise StepFailed(
-                f"{label} failed with exit code {proc.returncode}" + (f": {REDACT(tail)}" if tail else "")
-            )
+            raise StepFailed(f"{label} failed with exit code {proc.returncode}" + (f": {REDACT(tail)}" if tail else ""))
         return done
 
 

@@ -107,8 +107,8 @@ PROJECT = Table(
             {
                 "cycles": Key(int, 10, "load/unload cycles"),
                 "fault_steps": Key(
-            list, ["IoCreateDevice", "IoCreateSymbolicLink"], "DriverEntry steps, in order (fault injection index = position + 1)", item_type=str
-        ),
+                    list, ["IoCreateDevice", "IoCreateSymbolicLink"], "DriverEntry steps, in order (fault injection index = position + 1)", item_type=str
+                ),
                 "verifier": Key(bool, False, "run a Driver Verifier pass"),
                 "stop_timeout": Key((int, float), 120, "seconds a graceful guest shutdown may take at the end of a run before a hard stop"),
                 "known_issues": Key(list, [], "known issues: tables with id, match (regex on a failure) and reason", item_type=dict, env=False),

@@ -44,12 +44,7 @@ def render() -> str:
     head = "| key | default | meaning | environment |\n|---|---|---|---|"
     project = "\n".join(_rows(PROJECT, "", True))
     user = "\n".join(_rows(USER, "", False))
-    return (
-        "#### `[tool.driverpipe]` in pyproject.toml\n\n"
-        f"{head}\n{project}\n\n"
-        "#### User file (targets, VM hosts, build hosts)\n\n"
-        f"{head}\n{user}\n"
-    )
+    return f"#### `[tool.driverpipe]` in pyproject.toml\n\n{head}\n{project}\n\n#### User file (targets, VM hosts, build hosts)\n\n{head}\n{user}\n"
 
 
 if __name__ == "__main__":

@@ -390,8 +390,6 @@ def verify_package(ctx: Any, pkg_dir: Path, name: str, cert: TestCert) -> list[s
 # --------------------------------------------------------------------------- manifest
 
 
-
-
 def _package_files(pkg_dir: Path) -> list[Path]:
     return sorted(p for p in pkg_dir.iterdir() if p.is_file() and p.name != MANIFEST and not p.name.startswith("."))
 

@@ -35,7 +35,7 @@ def checkout(project: Path) -> Path:
     shutil.copytree(REPO / "inf", project / "inf")
     (project / "user-config.toml").write_text(
         f'[targets.win11]\nhost = "127.0.0.1"\nport = {free_port()}\nuser = "Administrator"\npassword_env = "WIN11_PW"\ntest_machine = true\n'
-        '[targets.win11.winrm]\nconnection_timeout = 3\n',
+        "[targets.win11.winrm]\nconnection_timeout = 3\n",
         encoding="utf-8",
     )
     return project
@@ -44,7 +44,12 @@ def checkout(project: Path) -> Path:
 def invoke(cwd: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "invoke", "--search-root", str(REPO), *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
 
 

@@ -11,8 +11,22 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 TASKS = [
-    "build", "package", "sign", "deploy", "unload", "verify", "logs", "regress", "doctor", "provision", "target-add",
-    "vm.status", "vm.start", "vm.stop", "vm.revert", "vm.snapshot",
+    "build",
+    "package",
+    "sign",
+    "deploy",
+    "unload",
+    "verify",
+    "logs",
+    "regress",
+    "doctor",
+    "provision",
+    "target-add",
+    "vm.status",
+    "vm.start",
+    "vm.stop",
+    "vm.revert",
+    "vm.snapshot",
 ]
 
 
@@ -20,7 +34,12 @@ def invoke(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     return subprocess.run(
         [sys.executable, "-m", "invoke", "--search-root", str(REPO), *args],
-        cwd=project, env=env, capture_output=True, text=True, timeout=120, check=False,
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 

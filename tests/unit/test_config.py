@@ -73,7 +73,7 @@ def test_no_target_at_all_says_how_to_add_one(project: Path) -> None:
 
 def test_bad_pyproject_key_is_reported(project: Path) -> None:
     path = project / "pyproject.toml"
-    path.write_text(path.read_text() + '\n[tool.driverpipe.sign.extra]\nx = 1\n', encoding="utf-8")
+    path.write_text(path.read_text() + "\n[tool.driverpipe.sign.extra]\nx = 1\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"pyproject.toml \[tool.driverpipe\]: sign.extra: unknown key"):
         config.load()
 
@@ -110,7 +110,7 @@ def test_default_target_from_environment(project: Path, monkeypatch: pytest.Monk
 
 
 def test_add_named_entry_keeps_comments_and_is_validated(project: Path) -> None:
-    path = write_user(project, "# my lab\ndefault_target = \"old\"  # keep me\n\n[targets.old]\nhost = \"10.0.0.1\" # the old box\n")
+    path = write_user(project, '# my lab\ndefault_target = "old"  # keep me\n\n[targets.old]\nhost = "10.0.0.1" # the old box\n')
     config.add_named_entry(path, "targets", "new", {"host": "127.0.0.1", "port": 55986, "winrm.ssl": False})
     text = path.read_text()
     assert "# my lab" in text and "# keep me" in text and "# the old box" in text

@@ -9,9 +9,7 @@ import pytest
 from driverpipe.psgrammar import parse_script
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPTS = sorted(
-    p for p in [*REPO.joinpath("src", "driverpipe", "scripts").rglob("*.ps1"), *REPO.joinpath("vm").rglob("*.ps1")]
-)
+SCRIPTS = sorted(p for p in [*REPO.joinpath("src", "driverpipe", "scripts").rglob("*.ps1"), *REPO.joinpath("vm").rglob("*.ps1")])
 
 
 def test_there_are_scripts_to_check() -> None:

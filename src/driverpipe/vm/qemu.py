@@ -132,8 +132,6 @@ def _forward_ports(settings: Mapping[str, Any]) -> list[tuple[int, int]]:
     ]
 
 
-
-
 def _process_alive(pid: int, marker: str) -> tuple[bool, int | None]:
     """(alive, exit code if known). `marker` (our QMP socket path) guards against pid reuse."""
     child = _CHILDREN.get(pid)
