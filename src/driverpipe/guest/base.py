@@ -9,6 +9,7 @@ item's parameters), which keeps a redeploy to a handful of round trips.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import StepFailed
+from .errors import RemoteFileNotFound
 
 SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "scripts" / "guest"
 LIB_DIR = SCRIPTS_DIR.parent / "lib"
@@ -101,7 +103,9 @@ class Guest(Protocol):
 
 
 class BatchMixin:
-    """run_batch on top of run_script, through the shipped Invoke-Batch.ps1."""
+    """What a transport gets from run_script alone: run_batch through the shipped
+    Invoke-Batch.ps1, and file reads through Read-FileRange.ps1 (transports with a file
+    channel of their own, SFTP or the local disk, override read_range)."""
 
     def run_script(self, script: str, params: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
         raise NotImplementedError
@@ -119,3 +123,13 @@ class BatchMixin:
         if len(out) != len(items):
             raise GuestScriptError(f"batch stopped after {len(out)} of {len(items)} scripts")
         return out
+
+    def read_file_range(self, remote: str, offset: int, count: int) -> tuple[bytes, int]:
+        """Up to count bytes of a guest file from offset, and the file's current size."""
+        result = self.run_script("Read-FileRange.ps1", {"Path": remote, "Offset": offset, "Count": count})
+        if not isinstance(result, dict) or not result.get("exists"):
+            raise RemoteFileNotFound(f"{getattr(self, 'name', 'guest')}: no such file {remote}")
+        return base64.b64decode(str(result.get("base64") or "")), int(result.get("size") or 0)
+
+    def read_range(self, remote: str, offset: int, max_bytes: int) -> bytes:
+        return self.read_file_range(remote, offset, max_bytes)[0]

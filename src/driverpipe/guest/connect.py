@@ -23,9 +23,9 @@ from .errors import NOT_ADMIN, NOT_ADMIN_FIX
 DEFAULT_PORTS = {"ssh": 22}
 
 
-def _where(entry: Section, transport: str, ctx: RunContext | None = None) -> str:
+def _where(ctx: RunContext, entry: Section, transport: str) -> str:
     if transport == "local":
-        if ctx is not None and _powershell_direct_host(ctx, entry) is not None:
+        if uses_powershell_direct(ctx, entry):
             return f"{entry.name} (PowerShell Direct to VM {entry.get('vm_name') or '?'})"
         return f"{entry.name} (local)"
     port = entry.port
@@ -51,7 +51,7 @@ def _script_timeout(ctx: RunContext) -> float:
 def _open(ctx: RunContext, entry: Section, kind: str) -> Guest:
     transport = entry.transport
     if ctx.dry:
-        return DryGuest(ctx, entry.name, _where(entry, transport, ctx))
+        return DryGuest(ctx, entry.name, _where(ctx, entry, transport))
     timeout = _script_timeout(ctx)
     if transport == "winrm":
         from .winrm import WinRMGuest

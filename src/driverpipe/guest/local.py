@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,26 @@ def find_powershell(preferred: str = "", extra_dirs: Sequence[Path] = ()) -> str
     )
 
 
+def run_wrapped(
+    powershell: str, text: str, params: Mapping[str, Any], *, what: str, where: str, timeout: float, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """Run script text with bound params through this machine's PowerShell (psencode's wrapper); the finished process.
+
+    `env` replaces the child's environment (PowerShell Direct hands the guest password over that way).
+    """
+    inv = build_invocation(powershell, text, params, max_command=LOCAL_MAX_COMMAND)
+    try:
+        proc = subprocess.run(inv.argv, input=inv.stdin or b"", env=env, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        # subprocess.run kills the child before re-raising.
+        raise GuestTimeout(
+            f"{what} did not finish within {timeout:g} s on {where}; stopped", "raise deploy.script_timeout if the step is legitimately slow"
+        ) from None
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot run {powershell}: {exc.strerror or exc}") from None
+    return proc
+
+
 class LocalGuest(BatchMixin):
     """This machine as the guest."""
 
@@ -55,22 +75,10 @@ class LocalGuest(BatchMixin):
 
     def run_script_path(self, path: Path, params: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
         """Run any .ps1 by path (e.g. scripts/hyperv/ on a Hyper-V host); run_script is this for shipped guest scripts."""
-        script = path.name
-        inv = build_invocation(self.powershell, load_script(path), params or {}, max_command=LOCAL_MAX_COMMAND)
-        limit = float(timeout or self.script_timeout)
         self.round_trips += 1
-        try:
-            proc = subprocess.run(inv.argv, input=inv.stdin or b"", capture_output=True, timeout=limit, check=False)
-        except subprocess.TimeoutExpired:
-            # subprocess.run kills the child before re-raising.
-            raise GuestTimeout(
-                f"{script} did not finish within {limit:g} s on {self.name}; stopped", "raise deploy.script_timeout if the step is legitimately slow"
-            ) from None
-        except OSError as exc:
-            raise EnvironmentProblem(f"cannot run {self.powershell}: {exc.strerror or exc}") from None
-        out = proc.stdout.decode("utf-8", "replace")
-        err = proc.stderr.decode("utf-8", "replace")
-        return script_result(script, self.name, proc.returncode, out, err)
+        limit = float(timeout or self.script_timeout)
+        proc = run_wrapped(self.powershell, load_script(path), params or {}, what=path.name, where=self.name, timeout=limit)
+        return script_result(path.name, self.name, proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace"))
 
     def push(self, local: Path, remote: str) -> PushResult:
         digest, size = sha256_file(local)

@@ -22,17 +22,15 @@ Checked with a fake `powershell` on PATH that keeps these scripts' contract
 
 from __future__ import annotations
 
-import base64
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from ..errors import EnvironmentProblem, StepFailed
 from .base import BatchMixin, GuestScriptError, PushResult, load_script, script_path, script_text
-from .errors import GuestTimeout, RemoteFileNotFound
-from .local import find_powershell
-from .psencode import ERROR_MARKER, LOCAL_MAX_COMMAND, build_invocation, params_json, script_result, sha256_file
+from .errors import RemoteFileNotFound
+from .local import find_powershell, run_wrapped
+from .psencode import ERROR_MARKER, params_json, script_result, sha256_file
 
 SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "scripts" / "psdirect"
 PASSWORD_ENV = "DRIVERPIPE_PSDIRECT_PASSWORD"
@@ -75,21 +73,17 @@ class PsDirectGuest(BatchMixin):
 
     # -- running host-side scripts ---------------------------------------------
     def _host(self, host_script: str, params: dict[str, Any], *, what: str, timeout: float | None) -> Any:
-        text = load_script(SCRIPTS_DIR / host_script)
         bound = {"VMName": self.vm_name, "UserName": self.user, **params}
-        inv = build_invocation(self.powershell, text, bound, max_command=LOCAL_MAX_COMMAND)
-        limit = float(timeout or self.script_timeout)
-        env = {**os.environ, PASSWORD_ENV: self._password}
         self.round_trips += 1
-        try:
-            proc = subprocess.run(inv.argv, input=inv.stdin or b"", env=env, capture_output=True, timeout=limit, check=False)
-        except subprocess.TimeoutExpired:
-            raise GuestTimeout(
-                f"{what} did not finish within {limit:g} s on {self.name} (PowerShell Direct); stopped",
-                "raise deploy.script_timeout if the step is legitimately slow",
-            ) from None
-        except OSError as exc:
-            raise EnvironmentProblem(f"cannot run {self.powershell}: {exc.strerror or exc}") from None
+        proc = run_wrapped(
+            self.powershell,
+            load_script(SCRIPTS_DIR / host_script),
+            bound,
+            what=what,
+            where=f"{self.name} (PowerShell Direct)",
+            timeout=float(timeout or self.script_timeout),
+            env={**os.environ, PASSWORD_ENV: self._password},
+        )
         err = proc.stderr.decode("utf-8", "replace")
         self._raise_session_failure(err)
         return script_result(what, self.name, proc.returncode, proc.stdout.decode("utf-8", "replace"), err)
@@ -145,12 +139,6 @@ class PsDirectGuest(BatchMixin):
             partial.replace(local)
         finally:
             partial.unlink(missing_ok=True)
-
-    def read_range(self, remote: str, offset: int, max_bytes: int) -> bytes:
-        result = self.run_script("Read-FileRange.ps1", {"Path": remote, "Offset": offset, "Count": max_bytes})
-        if not isinstance(result, dict) or not result.get("exists"):
-            raise RemoteFileNotFound(f"{self.name}: no such file {remote}")
-        return base64.b64decode(str(result.get("base64") or ""))
 
     def reconnect(self) -> None:
         """Nothing to rebuild: every operation opens its own session."""

@@ -24,7 +24,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from .base import BatchMixin, GuestScriptError, PushResult, load_script, script_path
-from .errors import Endpoint, GuestTimeout, RemoteFileNotFound, translate_winrm
+from .errors import Endpoint, GuestTimeout, translate_winrm
 from .psencode import NoJsonResult, parse_last_json, partial_name, sha256_file
 
 # Room left in each envelope for the script text, the CLIXML around the parameters and headers.
@@ -255,12 +255,6 @@ class WinRMGuest(BatchMixin):
             raise
         return PushResult(remote, digest, True, size)
 
-    def _read(self, remote: str, offset: int, count: int) -> tuple[bytes, int]:
-        result = self.run_script("Read-FileRange.ps1", {"Path": remote, "Offset": offset, "Count": count})
-        if not isinstance(result, dict) or not result.get("exists"):
-            raise RemoteFileNotFound(f"{self.name}: no such file {remote}")
-        return base64.b64decode(result.get("base64") or ""), int(result.get("size") or 0)
-
     def pull(self, remote: str, local: Path) -> None:
         local = Path(local)
         local.parent.mkdir(parents=True, exist_ok=True)
@@ -270,7 +264,7 @@ class WinRMGuest(BatchMixin):
             with tmp.open("wb") as out:
                 offset = 0
                 while True:
-                    data, size = self._read(remote, offset, step)
+                    data, size = self.read_file_range(remote, offset, step)
                     out.write(data)
                     offset += len(data)
                     if not data or offset >= size:
@@ -279,10 +273,6 @@ class WinRMGuest(BatchMixin):
             tmp.unlink(missing_ok=True)
             raise
         tmp.replace(local)
-
-    def read_range(self, remote: str, offset: int, max_bytes: int) -> bytes:
-        data, _ = self._read(remote, offset, max_bytes)
-        return data
 
 
 def _is_fault(exc: BaseException) -> bool:
