@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -59,3 +62,28 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             monkeypatch.delenv(var, raising=False)
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture
+def fake_powershell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fake `powershell` first on PATH (tests/sshd_server.py) and the guest scripts it knows; returns its bin dir."""
+    import driverpipe.guest.base as guest_base
+    from sshd_server import install_fake_powershell
+
+    bin_dir = install_fake_powershell(tmp_path / "fake")
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.setattr(guest_base, "SCRIPTS_DIR", bin_dir.parent / "ps")
+    return bin_dir
+
+
+def run_invoke(cwd: Path, *args: str, env: Mapping[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`python -m invoke ARGS` on this repository's tasks.py, run from cwd (a test project)."""
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", "--search-root", str(REPO), *args],
+        cwd=cwd,
+        env=dict(env) if env is not None else dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

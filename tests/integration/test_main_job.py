@@ -9,24 +9,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import need_tool
+from conftest import need_tool, run_invoke
 from pe_image import write_pe
+from sshd_server import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.osslsigncode
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -42,15 +35,7 @@ def checkout(project: Path) -> Path:
 
 
 def invoke(cwd: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", "--search-root", str(REPO), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_invoke(cwd, *args, env=env, timeout=300)
 
 
 def test_build_from_artifact_sign_then_deploy_to_an_unreachable_guest(checkout: Path, tmp_path: Path) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import run_invoke
 
 REPO = Path(__file__).resolve().parents[2]
 TASKS = [
@@ -31,16 +32,7 @@ TASKS = [
 
 
 def invoke(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", "--search-root", str(REPO), *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_invoke(project, *args)
 
 
 def test_list_shows_every_task_with_help(project: Path) -> None:

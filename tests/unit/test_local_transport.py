@@ -8,24 +8,20 @@ from pathlib import Path
 
 import pytest
 
-import driverpipe.guest.base as guest_base
 from driverpipe.errors import ConfigError, EnvironmentProblem
 from driverpipe.guest.base import GuestScriptError
 from driverpipe.guest.errors import GuestTimeout, RemoteFileNotFound
 from driverpipe.guest.local import LocalGuest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sshd_server import fake_calls, install_fake_powershell
+from sshd_server import fake_calls
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    bin_dir = install_fake_powershell(tmp_path / "fake")
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
-    monkeypatch.setattr(guest_base, "SCRIPTS_DIR", bin_dir.parent / "ps")
-    return bin_dir
+def fake(fake_powershell: Path) -> Path:
+    return fake_powershell
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-import driverpipe.guest.base as guest_base
 from driverpipe.config import load
 from driverpipe.context import RunContext
 from driverpipe.errors import ConfigError, EnvironmentProblem, StepFailed
@@ -22,17 +21,14 @@ from driverpipe.guest.psdirect import PASSWORD_ENV, SCRIPTS_DIR, PsDirectGuest
 from driverpipe.psgrammar import check_bound_params, parse_script
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sshd_server import fake_calls, install_fake_powershell
+from sshd_server import fake_calls
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    bin_dir = install_fake_powershell(tmp_path / "fake")
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
-    monkeypatch.setattr(guest_base, "SCRIPTS_DIR", bin_dir.parent / "ps")
-    return bin_dir
+def fake(fake_powershell: Path) -> Path:
+    return fake_powershell
 
 
 def _guest(password: str = "pw", vm_name: str = "win11", user: str = "Administrator") -> PsDirectGuest:
