@@ -22,6 +22,10 @@ from typing import Any
 
 from ..errors import EnvironmentProblem, StepFailed
 
+# The library logs every failed connection attempt at ERROR; we report failures ourselves, once.
+logging.getLogger("qemu.qmp").addHandler(logging.NullHandler())
+logging.getLogger("qemu.qmp").propagate = False
+
 #: Events a caller may need to react to. Others (RESUME, POWERDOWN, ...) are noise here.
 INTERESTING_EVENTS = frozenset({"SHUTDOWN", "RESET", "GUEST_PANICKED", "GUEST_CRASHLOADED", "STOP", "BLOCK_IO_ERROR", "WATCHDOG"})
 
@@ -59,9 +63,6 @@ class Qmp:
             from qemu.qmp import QMPClient
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise EnvironmentProblem("the qemu.qmp package is not installed", "pip install 'qemu.qmp==0.0.6'") from exc
-        # The library logs every failed attempt at ERROR; we report failures ourselves, once.
-        logging.getLogger("qemu.qmp").addHandler(logging.NullHandler())
-        logging.getLogger("qemu.qmp").propagate = False
         wait = self.timeout if timeout is None else timeout
         grace_ends = time.monotonic() + refused_grace
         while True:
