@@ -29,11 +29,12 @@ TARGET_HELP = "target name from the user config (default: default_target)"
         "profile": "cargo profile: release (default) or debug",
         "features": "cargo features, comma separated (e.g. fault-injection)",
         "build-host": "name of a [build_hosts] entry to build on (non-Windows hosts)",
+        "model": "driver model: auto (default), kmdf (cargo + wdk-build) or wdm (rust-lld, no WDK)",
     }
 )
-def build(c, from_=None, profile=None, features=None, build_host=None):
-    """Build the driver with cargo + wdk-build (locally on Windows, or on a build host)."""
-    _cmd().build(_dry(c), from_path=from_, profile=profile, features=features, build_host=build_host)
+def build(c, from_=None, profile=None, features=None, build_host=None, model=None):
+    """Build the driver: KMDF with cargo + wdk-build (Windows or a build host), or WDM with rust-lld (any host)."""
+    _cmd().build(_dry(c), from_path=from_, profile=profile, features=features, build_host=build_host, model=model)
 
 
 @task(help={"profile": "cargo profile whose build output is packaged"})

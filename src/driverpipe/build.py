@@ -1,12 +1,16 @@
 """`invoke build`: the driver crate -> a driver image (.dll from cargo, or --from a built one).
 
-Three ways, one result (a manifest the package step reads):
-- Windows with the WDK: `cargo build --release --locked --message-format=json-render-diagnostics`
-  run here; the cdylib is found in cargo's own compiler-artifact messages.
-- Other hosts: the same build on a configured Windows build host (buildhost.py).
+Two driver models from the same sources (driver/src), four ways, one result (a
+manifest the package step reads):
+- kmdf, Windows with the WDK: `cargo build --release --locked --message-format=json-render-diagnostics`
+  run here with wdk-build; the cdylib is found in cargo's own compiler-artifact messages.
+- kmdf, other hosts: the same build on a configured Windows build host (buildhost.py).
+- wdm, any host: the same cargo command in the WDM image crate (driver/wdm), linked
+  by the toolchain's rust-lld against the project's kernel bindings; no WDK.
 - `--from PATH`: an already-built .dll/.sys (e.g. a CI artifact), on any host.
 
-The manifest `<crate>/target/<profile>/driverpipe-build.json` records the
+After every build the image is checked (imagecheck.py). The manifest
+`<crate>/target/<profile>/driverpipe-build.json` records the model, the
 artifact, optional .pdb/.map, their SHA-256, the source and the features.
 """
 
@@ -22,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import wdk
+from . import imagecheck, wdk
 from .context import RunContext
-from .errors import ConfigError, EnvironmentProblem, PipelineError, StepFailed
+from .errors import CheckFailed, ConfigError, EnvironmentProblem, PipelineError, StepFailed
 from .files import copy_atomic, sha256_file, write_atomic
 from .preflight import CrateInfo
 
@@ -48,6 +52,8 @@ class BuildResult:
     timestamp: str = ""
     manifest: Path | None = None
     dry: bool = False
+    model: str = "kmdf"  # "kmdf" (wdk-build, KMDF stub) | "wdm" (rust-lld, entry DriverEntry)
+    image: dict[str, Any] = field(default_factory=dict)  # imagecheck summary
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -60,6 +66,8 @@ class BuildResult:
             "features": self.features,
             "profile": self.profile,
             "timestamp": self.timestamp,
+            "model": self.model,
+            "image": self.image,
         }
 
     @classmethod
@@ -74,6 +82,8 @@ class BuildResult:
             map=Path(data["map"]) if data.get("map") else None,
             timestamp=str(data.get("timestamp") or ""),
             manifest=manifest,
+            model=str(data.get("model") or "kmdf"),
+            image=dict(data.get("image") or {}),
         )
 
 
@@ -82,6 +92,10 @@ class BuildResult:
 
 def crate_dir(ctx: RunContext) -> Path:
     return ctx.config.path(ctx.config.project.driver_crate)
+
+
+def wdm_dir(ctx: RunContext) -> Path:
+    return ctx.config.path(ctx.config.project.wdm_crate)
 
 
 def inx_path(ctx: RunContext) -> Path:
@@ -144,7 +158,7 @@ def _write_manifest(ctx: RunContext, result: BuildResult) -> BuildResult:
     path = manifest_path(ctx)
     write_atomic(path, (json.dumps(result.to_json(), indent=2) + "\n").encode("utf-8"))
     result.manifest = path
-    ctx.say(f"built {result.artifact.name} ({result.source}) sha256 {result.sha256['artifact'][:16]}…; recorded in {path}")
+    ctx.say(f"built {result.artifact.name} ({result.model}, {result.source}) sha256 {result.sha256['artifact'][:16]}…; recorded in {path}")
     return result
 
 
@@ -309,14 +323,34 @@ def classify_failure(text: str, errors: list[str], *, where: str = "cargo build"
 # ----------------------------------------------------------------------------- flows
 
 
+def choose_model(ctx: RunContext) -> tuple[str, str]:
+    """(model, why): the route `invoke build` takes; `invoke doctor` prints the same."""
+    wanted = str(ctx.config.project.build.model)
+    host = str(ctx.config.project.build.build_host or "")
+    if wanted == "wdm":
+        return "wdm", "build.model = wdm: rust-lld here, no WDK"
+    if wanted == "kmdf":
+        return "kmdf", "build.model = kmdf: cargo + wdk-build " + ("here" if wdk.host_is_windows() else f"on build host {host or '(none configured)'}")
+    if wdk.host_is_windows():
+        return "kmdf", "Windows host: cargo + wdk-build (the article's)"
+    if host:
+        return "kmdf", f"build host {host}: cargo + wdk-build there"
+    return "wdm", "no Windows, no build host: rust-lld here, no WDK"
+
+
 def run(ctx: RunContext, *, from_path: Path | None) -> BuildResult:
-    """Task entry: build (or take --from), verify the image, record the manifest."""
+    """Task entry: build (or take --from), check the image, record the manifest."""
     from . import preflight
 
     crate = crate_dir(ctx)
     if from_path is not None:
         info = preflight.read_crate(crate, stop=ctx.config.root)
         return _from_artifact(ctx, info, from_path)
+    model, why = choose_model(ctx)
+    ctx.say(f"driver model {model}: {why}")
+    if model == "wdm":
+        info = preflight.read_crate(crate, stop=ctx.config.root)
+        return _wdm_cargo(ctx, info)
     if wdk.host_is_windows():
         cargo_home = Path(os.environ.get("CARGO_HOME") or Path.home() / ".cargo")
         info = _preflight(ctx, preflight.inspect(crate, inx_path(ctx), env=os.environ, cargo_home=cargo_home))
@@ -324,9 +358,9 @@ def run(ctx: RunContext, *, from_path: Path | None) -> BuildResult:
     host = str(ctx.config.project.build.build_host or "")
     if not host:
         raise EnvironmentProblem(
-            "cargo cannot build a Windows driver on this host (wdk-build needs Windows and the WDK)",
+            "build.model = kmdf, but cargo + wdk-build cannot build a KMDF driver on this host (it needs Windows and the WDK)",
             "configure a Windows build host ([build_hosts.NAME] in the user config + build.build_host = NAME, or --build-host NAME), "
-            "or pass --from PATH with an already-built .dll/.sys",
+            "or build the WDM image here (--model wdm), or pass --from PATH with an already-built .dll/.sys",
         )
     section = ctx.config.named("build_hosts", host, "build.build_host")
     # The sources travel without the local environment: only the shipped files count.
@@ -366,11 +400,19 @@ def _from_artifact(ctx: RunContext, info: CrateInfo, source: Path) -> BuildResul
         return BuildResult(
             artifact=dest_dir / source.name, sha256={}, source="from", features=features(ctx), profile=str(ctx.config.project.build.profile), dry=True
         )
+    model = imagecheck.read_facts(source).model_guess
+    facts = _check_image(ctx, source, model, given=True)
     # A private copy: the manifest stays valid when the CI download folder is cleaned up.
     artifact = dest_dir / source.name
     copy_atomic(source, artifact)
     result = BuildResult(
-        artifact=artifact, sha256={"artifact": sha256_file(artifact)}, source="from", features=features(ctx), profile=str(ctx.config.project.build.profile)
+        artifact=artifact,
+        sha256={"artifact": sha256_file(artifact)},
+        source="from",
+        features=features(ctx),
+        profile=str(ctx.config.project.build.profile),
+        model=model,
+        image=facts.summary(),
     )
     for key, extra in extras.items():
         if extra is not None and extra.is_file():
@@ -402,11 +444,139 @@ def _local_cargo(ctx: RunContext, info: CrateInfo) -> BuildResult:
     return _record(ctx, "cargo", outcome.dll, outcome.pdb, find_map(outcome.dll), feats)
 
 
-def _record(ctx: RunContext, source: str, dll: Path, pdb: Path | None, map_file: Path | None, feats: list[str]) -> BuildResult:
+def _wdm_cargo(ctx: RunContext, info: CrateInfo) -> BuildResult:
+    """The WDM route: the same cargo command in driver/wdm, linked by rust-lld."""
+    profile = str(ctx.config.project.build.profile)
+    feats = features(ctx)
+    wdm = wdm_dir(ctx)
+    _wdm_preflight(ctx, wdm, info)
+    argv = cargo_argv(profile, feats)
+    ctx.step(f"cargo build ({profile}, WDM image via rust-lld{', features ' + ','.join(feats) if feats else ''}) in {wdm}")
+    done = ctx.runner.run(argv, cwd=wdm, check=False, what="cargo build")
+    triple = str(ctx.config.project.build.target_triple)
+    if done.dry:
+        ctx.say(f"[dry] would check the linked image and record it in {manifest_path(ctx)}")
+        artifact = wdm / "target" / triple / profile / f"{info.lib_name}.dll"
+        return BuildResult(artifact=artifact, sha256={}, source="rust-lld", features=feats, profile=profile, dry=True, model="wdm")
+    log = profile_dir(ctx) / CARGO_LOG_NAME
+    write_atomic(log, done.stderr.encode("utf-8"))
+    outcome = parse_cargo_output(done.stdout, info.lib_name)
+    if done.returncode != 0 or outcome.success is False or outcome.dll is None:
+        errors = outcome.errors or error_blocks(done.stderr)
+        text = done.stderr + "\n" + "\n".join(outcome.errors)
+        if not target_std_installed(triple):
+            raise EnvironmentProblem(f"the Rust standard library for {triple} is not installed", f"rustup target add {triple}")
+        known = classify_wdm_failure(text, triple, log=log)
+        if known is not None:
+            raise known
+        _show_errors(ctx, errors)
+        if done.returncode == 0 and not errors:
+            raise StepFailed(f"cargo build succeeded but reported no cdylib named {info.lib_name}", f'[lib] crate-type = ["cdylib"] in {wdm / "Cargo.toml"}')
+        raise classify_failure(text, errors, log=log)
+    unchanged = _unchanged(ctx, outcome.dll, feats, "wdm")
+    if unchanged is not None:
+        return unchanged
+    return _record(ctx, "rust-lld", outcome.dll, outcome.pdb, None, feats, model="wdm")
+
+
+def _unchanged(ctx: RunContext, dll: Path, feats: list[str], model: str) -> BuildResult | None:
+    """The recorded build when cargo relinked nothing: same image bytes, features and model (already checked)."""
+    try:
+        recorded = load_manifest(ctx)
+    except PipelineError:
+        return None
+    if recorded.model != model or recorded.features != feats or recorded.artifact != dll or not recorded.image:
+        return None
+    ctx.say(f"unchanged: {dll.name} ({model}) sha256 {recorded.sha256['artifact'][:16]}…, already checked and recorded")
+    return recorded
+
+
+def _wdm_preflight(ctx: RunContext, wdm: Path, info: CrateInfo) -> None:
+    """The WDM crate exists, builds the driver's own lib.rs under the same artifact name, and the target std is installed."""
+    manifest = wdm / "Cargo.toml"
+    if not manifest.is_file():
+        raise ConfigError(f"wdm_crate: {manifest} is missing", "restore driver/wdm from the repository or set wdm_crate")
+    import tomlkit
+
+    try:
+        data = tomlkit.parse(manifest.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomlkit.exceptions.ParseError) as exc:
+        raise ConfigError(f"{manifest}: unreadable ({exc})", "restore it from the repository") from None
+    lib = data.get("lib") or {}
+    if str(lib.get("name", "")) != info.lib_name:
+        raise ConfigError(f"{manifest}: [lib] name is {lib.get('name')!r}, the driver's is {info.lib_name!r}", f'set name = "{info.lib_name}" under [lib]')
+    lib_path = (wdm / str(lib.get("path", ""))).resolve()
+    if lib_path != (info.dir / "src" / "lib.rs").resolve():
+        raise ConfigError(
+            f"{manifest}: [lib] path is not the driver's src/lib.rs", 'the WDM image must build the driver\'s own sources (path = "../src/lib.rs")'
+        )
+    # The target's std is checked only when cargo fails (classify_wdm_failure): an
+    # unchanged build stays as cheap as cargo's own no-op.
+
+
+def target_std_installed(triple: str) -> bool:
+    """True when rustc's sysroot has the target's prebuilt core/alloc (rustup target add)."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["rustc", "--print", "sysroot"], capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        raise EnvironmentProblem("rustc was not found", "install Rust with rustup (https://rustup.rs)") from None
+    sysroot = Path(done.stdout.strip())
+    return done.returncode == 0 and any((sysroot / "lib" / "rustlib" / triple / "lib").glob("libcore-*.rlib"))
+
+
+def classify_wdm_failure(text: str, triple: str, *, log: Path | None = None) -> PipelineError | None:
+    """rust-lld and missing-target failures of the WDM route, one line each (None: not one of these)."""
+    see = f" (full output: {log})" if log else ""
+    if re.search(r"can't find crate for `(core|compiler_builtins)`", text) or "target may not be installed" in text:
+        return EnvironmentProblem(f"the Rust standard library for {triple} is not installed", f"rustup target add {triple}")
+    missing = re.search(
+        r"(?:unresolved import|cannot find \w+) `(wdk_sys::[\w:]+|[\w]+)` in (?:module|crate) `(wdk_sys[\w:]*)`|unresolved import `(wdk_sys::[\w:]+)`", text
+    )
+    if missing:
+        name = next(g for g in missing.groups() if g)
+        return StepFailed(
+            f"the kernel bindings have no {name}: the driver uses a kernel item driver/wdm/kernel/wdk-sys does not declare{see}",
+            "add it to driver/wdm/kernel/wdk-sys/src/lib.rs with the real signature/layout (and to its layout table if it is a struct)",
+        )
+    undefined = re.findall(r"undefined symbol: ([^\s]+)", text)
+    if undefined:
+        names = sorted(set(undefined))
+        return StepFailed(
+            f"rust-lld: undefined symbol{'s' if len(names) > 1 else ''} {', '.join(names[:5])}{see}",
+            "declare it in the kernel bindings (driver/wdm/kernel/wdk-sys, raw-dylib from ntoskrnl.exe) or stop using it",
+        )
+    if re.search(r"linker `rust-lld` not found|could not exec the linker `rust-lld`", text):
+        return EnvironmentProblem("rust-lld, the toolchain's linker, was not found", "use a rustup toolchain (rustup ships rust-lld) or reinstall it")
+    return None
+
+
+def _check_image(ctx: RunContext, path: Path, model: str, *, given: bool = False) -> imagecheck.ImageFacts:
+    """The image rules; an image given with --from that breaks one is bad input (exit 2), one we built a failed check (exit 1)."""
+    return imagecheck.check(
+        path,
+        model=model,
+        arch=str(ctx.config.project.build.arch),
+        texts=imagecheck.expected_texts(ctx.config.project.get("expect") or {}),
+        error=ConfigError if given else CheckFailed,
+    )
+
+
+def _record(ctx: RunContext, source: str, dll: Path, pdb: Path | None, map_file: Path | None, feats: list[str], *, model: str = "kmdf") -> BuildResult:
     if not dll.is_file():
         raise StepFailed(f"{source}: the reported artifact {dll} does not exist", "re-run `invoke build`")
     check_pe(dll, str(ctx.config.project.build.arch), what=source)
-    result = BuildResult(artifact=dll, sha256={"artifact": sha256_file(dll)}, source=source, features=feats, profile=str(ctx.config.project.build.profile))
+    facts = _check_image(ctx, dll, model)
+    result = BuildResult(
+        artifact=dll,
+        sha256={"artifact": sha256_file(dll)},
+        source=source,
+        features=feats,
+        profile=str(ctx.config.project.build.profile),
+        model=model,
+        image=facts.summary(),
+    )
     if pdb is not None and pdb.is_file():
         result.pdb, result.sha256["pdb"] = pdb, sha256_file(pdb)
     if map_file is not None and map_file.is_file():

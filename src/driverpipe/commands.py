@@ -74,8 +74,8 @@ def not_implemented(task: str, issue: str) -> None:
 
 
 @guarded
-def build(dry: bool, *, from_path: str | None, profile: str | None, features: str | None, build_host: str | None) -> int:
-    flags: dict[str, Any] = {"build.profile": profile, "build.build_host": build_host}
+def build(dry: bool, *, from_path: str | None, profile: str | None, features: str | None, build_host: str | None, model: str | None = None) -> int:
+    flags: dict[str, Any] = {"build.profile": profile, "build.build_host": build_host, "build.model": model}
     if features is not None:
         flags["build.features"] = [f for f in features.replace(",", " ").split() if f]
     ctx = make_context(dry, flags)

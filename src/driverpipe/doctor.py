@@ -239,15 +239,20 @@ def collect(ctx: RunContext, *, target: str | None, tasks: list[str]) -> list[Ch
         from .errors import ConfigError
 
         raise ConfigError(f"doctor --tasks: unknown task(s) {', '.join(sorted(unknown))}", f"choose from {', '.join(ALL_TASKS)}")
-    local_build = "build" in wanted and _is_windows()
+    from .build import choose_model
+
+    model, why = choose_model(ctx)
+    wdm = "build" in wanted and model == "wdm"
+    local_build = "build" in wanted and model == "kmdf" and _is_windows()
     sections: list[Callable[[], Iterable[Check]]] = [
         check_python_deps,
         lambda: check_config(ctx),
-        lambda: check_rust(ctx, local_build),
-        lambda: check_llvm(ctx, local_build),
-        lambda: check_wdk(ctx, local_build),
+        lambda: [Check("driver model", "ok", f"{model}: {why}")] if "build" in wanted else [],
+        lambda: check_rust(ctx, local_build or wdm),
     ]
-    if "build" in wanted:
+    if not wdm:
+        sections += [lambda: check_llvm(ctx, local_build), lambda: check_wdk(ctx, local_build)]
+    if "build" in wanted and model == "kmdf" and not _is_windows():
         sections.append(lambda: check_build_host(ctx))
     if wanted & {"sign", "package"}:
         sections.append(lambda: check_signing(ctx))

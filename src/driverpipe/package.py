@@ -136,7 +136,7 @@ def run(ctx: RunContext) -> PackageResult:
         build: BuildResult | None = None
     else:
         build = load_manifest(ctx)
-    settings = {"name": name, "arch": arch, "kmdf": list(info.kmdf), "driver_version": version, "flow": result.flow}
+    settings = {"name": name, "arch": arch, "kmdf": list(info.kmdf), "driver_version": version, "flow": result.flow, "model": build.model if build else "?"}
     stamp: dict[str, Any] = {"format": 1, "settings": settings}
     if build is not None:
         stamp["inputs"] = {**{k: v for k, v in sorted(build.sha256.items())}, "inx": sha256_file(inx)}
@@ -186,7 +186,8 @@ def run(ctx: RunContext) -> PackageResult:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     result.members = [pkg / m.name for m in members]
-    ctx.say(f"packaged {pkg} ({', '.join(sorted(p.name for p in pkg.iterdir() if not p.name.startswith('.')))}); unsigned: run `invoke sign` before deploying")
+    listing = ", ".join(sorted(p.name for p in pkg.iterdir() if not p.name.startswith(".")))
+    ctx.say(f"packaged {pkg} [{settings['model']} model] ({listing}); unsigned: run `invoke sign` before deploying")
     return result
 
 

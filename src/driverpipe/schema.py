@@ -52,6 +52,7 @@ EXPECT_PHASE = Table(
 PROJECT = Table(
     {
         "driver_crate": Key(str, "driver", "path of the driver crate (folder holding Cargo.toml), relative to the project"),
+        "wdm_crate": Key(str, "driver/wdm", "path of the WDM image crate (the same sources linked by rust-lld, no WDK), relative to the project"),
         "inx": Key(str, "inf/WazabiEDR_Driver.inx", "the driver's INF template (.inx), relative to the project"),
         "service_name": Key(str, "WazabiEDR", "kernel service name used with sc.exe"),
         "device_path": Key(str, "\\\\.\\WazabiEDR", "user-mode device path opened by the smoke test"),
@@ -61,6 +62,13 @@ PROJECT = Table(
         "build": Table(
             {
                 "profile": Key(str, "release", "cargo profile", choices=("release", "debug")),
+                "model": Key(
+                    str,
+                    "auto",
+                    "driver model: kmdf (cargo + wdk-build, needs the WDK: Windows or a build host), "
+                    "wdm (rust-lld on this host, no WDK), auto (kmdf where the WDK is reachable, else wdm)",
+                    choices=("auto", "kmdf", "wdm"),
+                ),
                 "target_triple": Key(str, "x86_64-pc-windows-msvc", "Rust target triple of the driver"),
                 "features": Key(list, [], "cargo features to enable", item_type=str),
                 "build_host": Key(str, "", "name of a [build_hosts] entry used when not on Windows"),

@@ -394,6 +394,15 @@ def _package_files(pkg_dir: Path) -> list[Path]:
     return sorted(p for p in pkg_dir.iterdir() if p.is_file() and p.name != MANIFEST and not p.name.startswith("."))
 
 
+def package_model(pkg_dir: Path) -> str:
+    """The driver model the package was made from ("wdm" | "kmdf"), as `invoke package` recorded it."""
+    try:
+        stamp = json.loads((pkg_dir / ".driverpipe-package.json").read_text(encoding="utf-8"))
+        return str(stamp["settings"].get("model") or "kmdf")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return "kmdf"
+
+
 def write_manifest(pkg_dir: Path, name: str, backend: Backend, cert: TestCert, cer_in_pkg: Path) -> Path:
     sys_ = pkg_dir / f"{name}.sys"
     data = {
@@ -411,6 +420,7 @@ def write_manifest(pkg_dir: Path, name: str, backend: Backend, cert: TestCert, c
             "store": cert.store,
         },
         "files": {p.name: sha256_file(p) for p in _package_files(pkg_dir)},
+        "model": package_model(pkg_dir),
     }
     path = pkg_dir / MANIFEST
     write_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
@@ -482,7 +492,8 @@ def sign_package(ctx: Any, pkg_dir: Path, name: str, *, backend: Backend, cert: 
         raise CheckFailed(problems[0] + more, "see the message; `invoke sign` re-signs, `invoke sign --new-cert` replaces the certificate")
     write_manifest(pkg_dir, name, backend, cert, cer_in_pkg)
     authentihash = (pe_authenticode_hash(sys_, "sha256") or b"").hex().upper()
-    ctx.say(f"signed {pkg_dir} with {cert.common_name!r} ({cert.thumbprint}) using {backend.name}; .sys Authenticode SHA-256 {authentihash}")
+    who = f"{cert.common_name!r} ({cert.thumbprint})"
+    ctx.say(f"signed {pkg_dir} [{package_model(pkg_dir)} model] with {who} using {backend.name}; .sys Authenticode SHA-256 {authentihash}")
     return SignResult(pkg_dir, name, backend.name, cert, [sys_, inf, cat, cer_in_pkg], authentihash, manifest, seconds)
 
 

@@ -1,15 +1,27 @@
 """A minimal but well-formed PE32+ image (headers + one .text section), enough for
-header checks, Authenticode hashing and osslsigncode. Not a working driver."""
+header checks, Authenticode hashing and osslsigncode. Not a working driver.
+
+It stands in for what a fake cargo or build host "produced", so by default it
+keeps the image rules the build checks (driverpipe.imagecheck): a correct PE
+checksum and the driver's DbgPrint texts (KMDF model: no exported entry).
+"""
 
 from __future__ import annotations
 
 import struct
 
+from pe_image import pe_checksum
+
 NATIVE, WINDOWS_GUI = 1, 2
 AMD64, ARM64 = 0x8664, 0xAA64
 
 
-def make_pe(*, machine: int = AMD64, subsystem: int = NATIVE, payload: bytes = b"\xc3") -> bytes:
+DRIVER_TEXTS = b"\xc3\0[WazabiEDR] DriverEntry called\n\0[WazabiEDR] DriverUnload called\n\0[WazabiEDR] unloaded\n\0"
+
+
+def make_pe(*, machine: int = AMD64, subsystem: int = NATIVE, payload: bytes = b"", checksum: bool = True, texts: bool = True) -> bytes:
+    """`payload` follows the driver's texts in .text (or replaces them with texts=False)."""
+    payload = (DRIVER_TEXTS if texts else b"\xc3") + payload
     dos = bytearray(0x80)
     dos[0:2] = b"MZ"
     struct.pack_into("<I", dos, 0x3C, 0x80)
@@ -50,4 +62,8 @@ def make_pe(*, machine: int = AMD64, subsystem: int = NATIVE, payload: bytes = b
     headers = bytes(dos) + b"PE\0\0" + coff + opt + section
     headers += bytes(0x200 - len(headers))
     body = payload[:0x200] + bytes(0x200 - len(payload[:0x200]))
-    return headers + body
+    image = bytearray(headers + body)
+    if checksum:
+        at = 0x80 + 4 + 20 + 64
+        struct.pack_into("<I", image, at, pe_checksum(bytes(image), at))
+    return bytes(image)

@@ -1,8 +1,9 @@
-"""The main job as a user runs it on Linux: `invoke build --from X sign deploy`.
+"""The main job as a user runs it on Linux against a remote guest: `invoke build sign deploy`.
 
-Real: Invoke, the crate preflight, INF stamping, the built-in catalog,
-osslsigncode signing and verification. The deploy stops at the WinRM boundary
-(nothing listens on loopback here), which must be one clear line with exit 3.
+Real: Invoke, the WDM image built by cargo + rust-lld, INF stamping, the
+built-in catalog, osslsigncode signing and verification. The deploy stops at
+the WinRM boundary (nothing listens on loopback here), which must be one clear
+line with exit 3.
 """
 
 from __future__ import annotations
@@ -14,12 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import need_tool, run_invoke
-from pe_image import write_pe
+from conftest import need, need_tool, run_invoke
 from sshd_server import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.osslsigncode
+pytestmark = [pytest.mark.osslsigncode, pytest.mark.wdm, pytest.mark.cargo]
 
 
 @pytest.fixture
@@ -38,18 +38,20 @@ def invoke(cwd: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedPr
     return run_invoke(cwd, *args, env=env, timeout=300)
 
 
-def test_build_from_artifact_sign_then_deploy_to_an_unreachable_guest(checkout: Path, tmp_path: Path) -> None:
+def test_build_sign_then_deploy_to_an_unreachable_guest(checkout: Path, tmp_path: Path) -> None:
     need_tool("osslsigncode")
-    dll = write_pe(tmp_path / "WazabiEDR_Driver.dll")
+    from driverpipe.build import target_std_installed
+
+    need(target_std_installed("x86_64-pc-windows-msvc"), "rustup target add x86_64-pc-windows-msvc")
     env = dict(os.environ, WIN11_PW="Hunter2-secret", DRIVERPIPE_PFX_PASSWORD="pfx-Secret-42")
 
-    dry = invoke(checkout, "--dry", "build", "--from", str(dll), "sign", "deploy", "--target", "win11", env=env)
+    dry = invoke(checkout, "--dry", "build", "sign", "deploy", "--target", "win11", env=env)
     assert dry.returncode == 0, dry.stderr
     assert "Get-GuestState.ps1" in dry.stdout and "Invoke-DriverLoad.ps1" in dry.stdout
     assert "Hunter2-secret" not in dry.stdout + dry.stderr and "pfx-Secret-42" not in dry.stdout + dry.stderr
     assert not (checkout / "driver" / "target").exists(), "--dry must write nothing"
 
-    done = invoke(checkout, "build", "--from", str(dll), "sign", "deploy", "--target", "win11", env=env)
+    done = invoke(checkout, "build", "sign", "deploy", "--target", "win11", env=env)
     pkg = checkout / "driver" / "target" / "release" / "WazabiEDR_Driver_package"
     assert {p.name for p in pkg.iterdir()} >= {"WazabiEDR_Driver.sys", "WazabiEDR_Driver.inf", "WazabiEDR_Driver.cat", "driverpipe-sign.json"}
     # osslsigncode wants the CA file as PEM; the .cer shipped to the guest is DER.

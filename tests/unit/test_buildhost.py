@@ -217,6 +217,6 @@ def test_dry_shows_the_script_and_writes_nothing(remote_project: Path) -> None:
 
 
 def test_no_build_host_and_no_from(remote_project: Path) -> None:
-    ctx, _ = make_ctx(remote_project)
-    with pytest.raises(EnvironmentProblem, match="cannot build a Windows driver on this host"):
+    ctx, _ = make_ctx(remote_project, flags={"build.model": "kmdf"})
+    with pytest.raises(EnvironmentProblem, match="cannot build a KMDF driver on this host"):
         build.run(ctx, from_path=None)

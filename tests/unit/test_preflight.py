@@ -135,12 +135,44 @@ def test_build_task_reports_first_problem_and_lists_the_rest(project: Path, monk
     assert any("+crt-static" in line for line in lines)
 
 
-def test_linux_without_build_host_explains_both_options(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_linux_kmdf_without_build_host_explains_every_option(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_crate(project)
-    ctx, _ = make_ctx(project)
+    ctx, _ = make_ctx(project, flags={"build.model": "kmdf"})
     monkeypatch.setattr("driverpipe.wdk.host_is_windows", lambda: False)
     from driverpipe import build
 
     with pytest.raises(EnvironmentProblem) as exc:
         build.run(ctx, from_path=None)
-    assert "build_hosts" in (exc.value.hint or "") and "--from PATH" in (exc.value.hint or "")
+    hint = exc.value.hint or ""
+    assert "build_hosts" in hint and "--from PATH" in hint and "--model wdm" in hint
+
+
+@pytest.mark.parametrize(
+    ("windows", "host", "wanted", "model"),
+    [
+        (False, "", "auto", "wdm"),
+        (False, "bh", "auto", "kmdf"),
+        (True, "", "auto", "kmdf"),
+        (True, "", "wdm", "wdm"),
+        (False, "", "kmdf", "kmdf"),
+    ],
+)
+def test_model_route(project: Path, monkeypatch: pytest.MonkeyPatch, windows: bool, host: str, wanted: str, model: str) -> None:
+    """Windows keeps the article's KMDF build as the default; Linux without a build host takes the WDM route."""
+    write_crate(project)
+    ctx, _ = make_ctx(project, flags={"build.model": wanted, "build.build_host": host or None})
+    monkeypatch.setattr("driverpipe.wdk.host_is_windows", lambda: windows)
+    from driverpipe import build
+
+    got, why = build.choose_model(ctx)
+    assert got == model and why
+
+
+def test_wdm_route_without_its_crate_names_it(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_crate(project)
+    ctx, _ = make_ctx(project)
+    monkeypatch.setattr("driverpipe.wdk.host_is_windows", lambda: False)
+    from driverpipe import build
+
+    with pytest.raises(ConfigError, match=r"wdm_crate: .*Cargo.toml is missing"):
+        build.run(ctx, from_path=None)
