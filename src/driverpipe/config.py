@@ -257,9 +257,16 @@ class Config:
         return requested or os.environ.get(ENV_PREFIX + "TARGET") or self.user.default_target or self.project.default_target
 
     def target(self, requested: str | None = None) -> Section:
-        """The named target (or the default one); unknown names fail with the list of known ones."""
+        """The named target (or the default one); unknown names fail with the list of known ones.
+
+        On Linux with no target given and none configured, the built-in Wine target
+        (tier 0) is used, so `invoke build sign deploy` works on a fresh machine.
+        """
         name = self.target_name(requested)
         known = sorted(self.user.targets)
+        builtin = name == BUILTIN_WINE_TARGET or (not name and not known)
+        if builtin and BUILTIN_WINE_TARGET not in self.user.targets and sys.platform.startswith("linux"):
+            return builtin_wine_target()
         if not name:
             raise ConfigError(
                 "no target given and no default_target configured",
@@ -282,6 +289,23 @@ class Config:
                 f"known {table}: {', '.join(known)}" if known else f"add a [{table}.{name}] section",
             )
         return Section({"name": name, **entries[name]}, f"{table}.{name}.")
+
+
+BUILTIN_WINE_TARGET = "wine"
+
+
+def builtin_wine_target() -> Section:
+    """The built-in Wine target: schema defaults, transport wine, prefix in the per-user state dir."""
+    from .schema import TARGET
+
+    data = _Validator("built-in target").table({"transport": "wine"}, TARGET, f"targets.{BUILTIN_WINE_TARGET}.")
+    return Section({"name": BUILTIN_WINE_TARGET, "builtin": True, **data}, f"targets.{BUILTIN_WINE_TARGET}.")
+
+
+def user_state_dir() -> Path:
+    """Per-user state (Wine prefixes): $XDG_STATE_HOME/driverpipe, else ~/.local/state/driverpipe."""
+    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    return base / "driverpipe"
 
 
 def load(root: Path | None = None, flags: Mapping[str, Any] | None = None, user_path: Path | None = None) -> Config:

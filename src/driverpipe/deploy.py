@@ -27,6 +27,7 @@ from .context import RunContext
 from .errors import CheckFailed, ConfigError, EnvironmentProblem, PipelineError, StepFailed
 from .files import sha256_file
 from .guest.base import GuestScriptError
+from .guestops import GuestOps
 from .reboot import Diagnosed, is_connection_error, reboot_and_wait
 from .winparse import (
     diagnose_sc_error,
@@ -182,6 +183,11 @@ def _join(directory: str, name: str) -> str:
 
 
 def read_guest_state(guest: Any, ctx: RunContext, *, pkg: PackageLike | None = None, guest_dir: str | None = None) -> GuestState:
+    """The target's state, through its guest operations."""
+    return ops_for(guest).read_state(ctx, pkg=pkg, guest_dir=guest_dir)
+
+
+def _ps_read_state(guest: Any, ctx: RunContext, *, pkg: PackageLike | None = None, guest_dir: str | None = None) -> GuestState:
     """ONE round trip: elevation, OS, Secure Boot, HVCI, TESTSIGNING, filter, cert, file hashes, service, boot time."""
     params: dict[str, Any] = {"ServiceName": _service_name(ctx)}
     if pkg is not None:
@@ -316,6 +322,10 @@ def set_fault_step(guest: Any, ctx: RunContext, step: int) -> None:
     """Write REG_DWORD FailAtStep under HKLM\\...\\Services\\<svc>\\Parameters (0 clears it)."""
     if step < 0:
         raise ConfigError(f"fault step {step} is negative", "use 0 to clear, or a 1-based DriverEntry step index")
+    ops_for(guest).set_fault_step(ctx, step)
+
+
+def _ps_set_fault_step(guest: Any, ctx: RunContext, step: int) -> None:
     guest.run_script("Set-FaultStep.ps1", {"ServiceName": _service_name(ctx), "Step": int(step)})
 
 
@@ -357,6 +367,21 @@ def _failed_line(verdict: Any, prefix: str) -> str:
 
 
 def load_driver(
+    ctx: RunContext,
+    guest: Any,
+    pkg: PackageLike,
+    capture: Any = None,
+    *,
+    guest_dir: str | None = None,
+    smoke: bool | None = None,
+    state: GuestState | None = None,
+) -> LoadResult:
+    """Install when needed, start, smoke-test: through the target's guest operations."""
+    want_smoke = bool(ctx.config.project.deploy.smoke_test) if smoke is None else smoke
+    return ops_for(guest).load(ctx, pkg, capture, guest_dir=guest_dir or _guest_dir(ctx), smoke=want_smoke, state=state)
+
+
+def _ps_load_driver(
     ctx: RunContext,
     guest: Any,
     pkg: PackageLike,
@@ -454,6 +479,10 @@ def load_driver(
 
 def unload_driver(ctx: RunContext, guest: Any, delete: bool = False) -> UnloadResult:
     """sc stop, wait for STOPPED, check the device path is gone (ERROR_FILE_NOT_FOUND), optionally sc delete."""
+    return ops_for(guest).unload(ctx, delete=delete)
+
+
+def _ps_unload_driver(ctx: RunContext, guest: Any, delete: bool = False) -> UnloadResult:
     svc = _service_name(ctx)
     device = str(ctx.config.project.device_path)
     raw = guest.run_script(
@@ -490,6 +519,48 @@ def unload_driver(ctx: RunContext, guest: Any, delete: bool = False) -> UnloadRe
         messages.append(diagnose_sc_error(result.delete_code, context={"op": "delete", "service": svc}))
     result.message = "; ".join(messages)
     return result
+
+
+class PowerShellOps(GuestOps):
+    """The guest operations of a real Windows guest: shipped .ps1 scripts over a transport."""
+
+    kind = "windows"
+
+    def __init__(self, transport: Any):
+        self.transport = transport
+        self.name = str(getattr(transport, "name", "guest"))
+
+    @property
+    def round_trips(self) -> int:
+        return int(getattr(self.transport, "round_trips", 0))
+
+    def read_state(self, ctx: RunContext, *, pkg: PackageLike | None = None, guest_dir: str | None = None) -> GuestState:
+        return _ps_read_state(self.transport, ctx, pkg=pkg, guest_dir=guest_dir)
+
+    def push(self, local: Path, remote: str) -> Any:
+        return self.transport.push(local, remote)
+
+    def load(self, ctx: RunContext, pkg: PackageLike, capture: Any, *, guest_dir: str, smoke: bool, state: GuestState | None) -> LoadResult:
+        return _ps_load_driver(ctx, self.transport, pkg, capture, guest_dir=guest_dir, smoke=smoke, state=state)
+
+    def unload(self, ctx: RunContext, *, delete: bool = False) -> UnloadResult:
+        return _ps_unload_driver(ctx, self.transport, delete=delete)
+
+    def set_fault_step(self, ctx: RunContext, step: int) -> None:
+        _ps_set_fault_step(self.transport, ctx, step)
+
+    def new_capture(self, ctx: RunContext, run_id: str, guest_dir: str) -> Any:
+        from .verify import Capture
+
+        return Capture(ctx, self.transport, run_id, guest_dir=guest_dir)
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+def ops_for(guest: Any) -> GuestOps:
+    """The guest operations of `guest`: itself when it implements them (Wine), else PowerShell over its transport."""
+    return guest if isinstance(guest, GuestOps) else PowerShellOps(guest)
 
 
 # --------------------------------------------------------------------------------------------
@@ -680,7 +751,7 @@ def step_push(d: Deployment) -> None:
     for f in d.to_push:
         remote = _join(d.dir, f.name)
         d.ctx.step(f"push {f.name} -> {remote}")
-        res = d.guest.push(f, remote)
+        res = ops_for(d.guest).push(f, remote)
         want = _sha256(f)
         got = str(getattr(res, "sha256", "") or "").lower()
         if not d.ctx.dry and want and got and got != want:
@@ -745,12 +816,7 @@ def _make_capture(d: Deployment) -> Any:
     if d.capture_factory is not None:
         return d.capture_factory(d.ctx, d.guest, d.run_id)
     try:
-        from .verify import Capture
-    except ImportError:
-        d.ctx.say("note: driverpipe.verify is not available; the DbgPrint check is skipped")
-        return None
-    try:
-        return Capture(d.ctx, d.guest, d.run_id, guest_dir=d.dir)
+        return ops_for(d.guest).new_capture(d.ctx, d.run_id, d.dir)
     except ConfigError:
         raise  # a wrong [debugview] setting is the user's to fix, not to skip silently
     except PipelineError as exc:
@@ -852,7 +918,7 @@ def deploy_to(
     plan: list[Step] | None = None,
 ) -> int:
     """Deploy `pkg` through an already open guest (tests and regress call this; `run` opens the guest)."""
-    steps = plan if plan is not None else PLAN
+    steps = plan if plan is not None else ops_for(guest).deploy_plan()
     if ctx.dry:
         print_plan(ctx, steps)
     d = Deployment(ctx, guest, pkg, target, verify=verify, capture_factory=capture_factory, clock=clock, sleep=sleep)
@@ -906,7 +972,10 @@ def run(ctx: RunContext, *, target: str | None, verify: bool = True) -> int:
     pkg = _signed_package(ctx)
     guest = _open_guest(ctx, section)
     try:
-        return deploy_to(ctx, guest, pkg, section, verify=verify)
+        code = deploy_to(ctx, guest, pkg, section, verify=verify)
+        if code == 0 and not ctx.dry:
+            ops_for(guest).deployed()
+        return code
     finally:
         try:
             guest.close()

@@ -127,7 +127,7 @@ PROJECT = Table(
 
 TARGET = Table(
     {
-        "transport": Key(str, "winrm", "how to reach the guest", choices=("winrm", "ssh", "local")),
+        "transport": Key(str, "winrm", "how to reach the guest (wine: a Wine prefix on this Linux machine, tier 0)", choices=("winrm", "ssh", "local", "wine")),
         "host": Key(str, "", "guest address (winrm/ssh)"),
         "port": Key(int, 0, "port (0: 5986 WinRM over HTTPS, 5985 over HTTP, 22 SSH)"),
         "user": Key(str, "", "account on the guest (an administrator)"),
@@ -157,6 +157,14 @@ TARGET = Table(
                 "key_file": Key(str, "", "private key file (empty: agent / default keys / password)"),
                 "connect_timeout": Key((int, float), 15, "seconds"),
                 "powershell_path": Key(str, "powershell", "PowerShell on the guest: powershell (Windows PowerShell 5.1), pwsh or a full path"),
+            }
+        ),
+        "wine": Table(
+            {
+                "prefix": Key(str, "", "the Wine prefix (empty: per-user state dir, driverpipe/wine/<target>); never inside the repository"),
+                "wine": Key(str, "wine", "the wine program"),
+                "wineserver": Key(str, "wineserver", "the wineserver program"),
+                "start_timeout": Key((int, float), 180, "seconds to create the prefix or start Wine's services"),
             }
         ),
     }

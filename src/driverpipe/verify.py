@@ -465,10 +465,23 @@ class Capture:
                 verdict.status = "fail"
                 verdict.message = f"{expectation.phase}: FAIL: no new DebugView lines after the previous phase; waited {verdict.waited_s or 0:.1f} s"
             else:
-                status = (self.guest.run_batch(self.status_items()) or [{}])[0] or {}
-                _explain_empty(verdict, status, log_path=self.remote_log, service=str(self.ctx.config.project.service_name),
-                               waited=verdict.waited_s, read_error=self.read_error)  # fmt: skip
+                self.explain_empty(verdict)
         return verdict
+
+    def explain_empty(self, verdict: Verdict) -> None:
+        """Say why the log stayed empty (the capture's status, read on the guest)."""
+        status = (self.guest.run_batch(self.status_items()) or [{}])[0] or {}
+        _explain_empty(verdict, status, log_path=self.remote_log, service=str(self.ctx.config.project.service_name),
+                       waited=verdict.waited_s, read_error=self.read_error)  # fmt: skip
+
+    def stop(self) -> None:
+        """Stop the capture on the guest (one round trip)."""
+        self.guest.run_batch(self.stop_items())
+
+    def unwind_leak(self) -> str:
+        """A leak DriverEntry's unwind left, when the log can show one ('' otherwise). On Windows the
+        clean reload after a failed one is the check (a leaked device name makes it fail)."""
+        return ""
 
     def pull(self, local_dir: Path) -> Path:
         """Copy this run's log into local_dir (atomically); returns the local path."""

@@ -66,8 +66,26 @@ def test_unknown_target_names_the_known_ones(project: Path) -> None:
     assert "did you mean" in info.value.one_line()
 
 
-def test_no_target_at_all_says_how_to_add_one(project: Path) -> None:
+def test_no_target_at_all_says_how_to_add_one(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config.sys, "platform", "win32")
     with pytest.raises(ConfigError, match="no target given"):
+        config.load().target(None)
+
+
+def test_no_target_on_linux_is_the_builtin_wine_target(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config.sys, "platform", "linux")
+    target = config.load().target(None)
+    assert target.name == "wine" and target.transport == "wine" and target.get("builtin")
+    assert target.wine["prefix"] == ""  # resolved to the per-user state dir, never the repository
+    assert config.load().target("wine").transport == "wine"
+
+
+def test_a_configured_wine_target_wins_over_the_builtin(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config.sys, "platform", "linux")
+    (project / "user-config.toml").write_text('[targets.wine]\ntransport = "wine"\n[targets.wine.wine]\nprefix = "/srv/p"\n', encoding="utf-8")
+    target = config.load().target("wine")
+    assert target.wine["prefix"] == "/srv/p" and not target.get("builtin")
+    with pytest.raises(ConfigError, match="no target given"):  # targets configured, none chosen: no silent fallback
         config.load().target(None)
 
 

@@ -43,9 +43,9 @@ def package(regress: Any) -> Any:
 @pytest.fixture(scope="session")
 def capture(regress: Any) -> Iterator[Any]:
     """One DebugView capture for the whole run; each phase reads the next window of the log."""
-    from driverpipe.verify import Capture
+    from driverpipe.deploy import ops_for
 
-    cap = Capture(regress.ctx, regress.guest, f"regress-{time.strftime('%Y%m%d-%H%M%S')}", guest_dir=regress.guest_dir)
+    cap = ops_for(regress.guest).new_capture(regress.ctx, f"regress-{time.strftime('%Y%m%d-%H%M%S')}", regress.guest_dir)
     wait_for = cap.wait_for
 
     def recording_wait_for(*args: Any, **kwargs: Any) -> Any:
@@ -69,7 +69,7 @@ def capture(regress: Any) -> Iterator[Any]:
     regress.capture = cap
     yield cap
     try:
-        regress.guest.run_batch(cap.stop_items())
+        cap.stop()
         path = cap.pull(regress.report_dir)
         regress.artifacts.append(str(path.relative_to(regress.report_dir)))
     except PipelineError as exc:

@@ -142,8 +142,16 @@ def _open_powershell_direct(entry: Section, kind: str, host: dict[str, Any], tim
     return PsDirectGuest(name=entry.name, vm_name=vm_name, user=entry.user, password=password, script_timeout=timeout)
 
 
-def open_guest(ctx: RunContext, target: Section) -> Guest:
-    """A connected Guest for target (config.target(name)); a DryGuest under --dry."""
+def open_guest(ctx: RunContext, target: Section) -> Any:
+    """A connected Guest for target (config.target(name)); a DryGuest under --dry.
+
+    A Wine target is its own guest operations (driverpipe.wine.target.WineTarget):
+    there is no PowerShell to send scripts to.
+    """
+    if target.transport == "wine":
+        from ..wine.target import open_target
+
+        return open_target(ctx, target)
     return _open(ctx, target, "targets")
 
 
