@@ -526,8 +526,9 @@ class PowerShellOps(GuestOps):
 
     kind = "windows"
 
-    def __init__(self, transport: Any):
+    def __init__(self, transport: Any, target: Any = None):
         self.transport = transport
+        self.target = target  # the target's config section, when known (log folder overrides)
         self.name = str(getattr(transport, "name", "guest"))
 
     @property
@@ -549,6 +550,25 @@ class PowerShellOps(GuestOps):
     def set_fault_step(self, ctx: RunContext, step: int) -> None:
         _ps_set_fault_step(self.transport, ctx, step)
 
+    def ready(self) -> bool:
+        """The guest answers and is past logon (Test-GuestReady.ps1 after a fresh connection)."""
+        try:
+            self.transport.reconnect()
+            ready = self.transport.run_script("Test-GuestReady.ps1", {}, timeout=30)
+        except PipelineError:
+            return False
+        return bool(ready.get("ready", True)) if isinstance(ready, dict) else bool(ready)
+
+    def log_source(self, ctx: RunContext) -> Any:
+        from .verify import windows_log_source
+
+        return windows_log_source(ctx, self.transport, self.target or {"name": self.name})
+
+    def collect_logs(self, ctx: RunContext, dest: Path) -> list[Path]:
+        from .verify import windows_collect_logs
+
+        return windows_collect_logs(ctx, self.transport, self.target or {"name": self.name}, dest)
+
     def new_capture(self, ctx: RunContext, run_id: str, guest_dir: str) -> Any:
         from .verify import Capture
 
@@ -558,9 +578,9 @@ class PowerShellOps(GuestOps):
         self.transport.close()
 
 
-def ops_for(guest: Any) -> GuestOps:
+def ops_for(guest: Any, target: Any = None) -> GuestOps:
     """The guest operations of `guest`: itself when it implements them (Wine), else PowerShell over its transport."""
-    return guest if isinstance(guest, GuestOps) else PowerShellOps(guest)
+    return guest if isinstance(guest, GuestOps) else PowerShellOps(guest, target)
 
 
 # --------------------------------------------------------------------------------------------
@@ -990,6 +1010,8 @@ def unload(ctx: RunContext, *, target: str | None, delete: bool = False) -> None
     name = str(section.get("name") or getattr(guest, "name", "guest"))
     try:
         ctx.step(f"unload {_service_name(ctx)} on {name}")
+        ops = ops_for(guest, section)
+        capture = ops.new_capture(ctx, time.strftime("unload-%Y%m%d-%H%M%S"), _guest_dir(ctx, section)) if ops.capture_always_on else None
         try:
             result = unload_driver(ctx, guest, delete=delete)
         except KeyboardInterrupt:
@@ -1003,6 +1025,11 @@ def unload(ctx: RunContext, *, target: str | None, delete: bool = False) -> None
             raise CheckFailed(f"{name}: {result.message}", "the driver's DriverUnload must delete its symbolic link and device")
         if delete and result.deleted is False:
             raise DeployStepFailed(f"{name}: {result.message}")
+        if capture is not None and result.stop_code == 0 and not ctx.dry:
+            verdict = capture.wait_for("unload")
+            ctx.say(_render(verdict))
+            if not getattr(verdict, "passed", False):
+                raise CheckFailed(f"{name}: DbgPrint check failed: {getattr(verdict, 'message', '')}", "the driver's DriverUnload lines did not appear")
         what = "not installed" if result.stop_code == 1060 else ("already stopped" if result.stop_code == 1062 else "stopped")
         ctx.say(f"{name}: {_service_name(ctx)} {what}; {ctx.config.project.device_path} is gone" + ("; service deleted" if result.deleted else ""))
     finally:

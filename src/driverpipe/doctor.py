@@ -165,8 +165,37 @@ def check_config(ctx: RunContext) -> Iterable[Check]:
     )
 
 
+def check_wine_target(ctx: RunContext, target: Any) -> Iterable[Check]:
+    """A Wine target, without starting Wine: the tools, the prefix, what cannot be checked there."""
+    from .wine.host import WineHost
+    from .wine.prefix import INSTALL_HINT
+    from .wine.target import NOT_APPLICABLE
+
+    for tool in (str(target.wine["wine"]), str(target.wine["wineserver"])):
+        found = which(tool)
+        yield Check(f"target {target.name}: {tool}", "ok" if found else "missing", str(found or "not found"), "" if found else INSTALL_HINT)
+    if not which(str(target.wine["wine"])):
+        return
+    try:
+        status = WineHost(ctx, target).status()
+    except PipelineError as exc:
+        yield Check(f"target {target.name}: prefix", "missing", exc.message, exc.hint or "")
+        return
+    if status.state.value == "unknown":
+        yield Check(f"target {target.name}: prefix", "missing", status.detail, f"invoke vm.revert --target {target.name}")
+    elif status.state.value == "absent":
+        yield Check(f"target {target.name}: prefix", "ok", status.detail)
+    else:
+        yield Check(f"target {target.name}: prefix", "ok", f"{status.state.value}; {status.detail}")
+    for what, why in NOT_APPLICABLE.items():
+        yield Check(f"target {target.name}: {what}", "n/a", f"not applicable on wine ({why})")
+
+
 def check_target(ctx: RunContext, target_name: str) -> Iterable[Check]:
     target = ctx.config.target(target_name)
+    if target.transport == "wine":
+        yield from check_wine_target(ctx, target)
+        return
     try:
         from .guest.connect import open_guest
     except ModuleNotFoundError:
@@ -244,6 +273,8 @@ def collect(ctx: RunContext, *, target: str | None, tasks: list[str]) -> list[Ch
     model, why = choose_model(ctx)
     wdm = "build" in wanted and model == "wdm"
     local_build = "build" in wanted and model == "kmdf" and _is_windows()
+    from .config import BUILTIN_WINE_TARGET
+
     sections: list[Callable[[], Iterable[Check]]] = [
         check_python_deps,
         lambda: check_config(ctx),
@@ -256,8 +287,9 @@ def collect(ctx: RunContext, *, target: str | None, tasks: list[str]) -> list[Ch
         sections.append(lambda: check_build_host(ctx))
     if wanted & {"sign", "package"}:
         sections.append(lambda: check_signing(ctx))
-    if target or (wanted & {"deploy", "verify", "regress"} and ctx.config.target_name(None)):
-        sections.append(lambda: check_target(ctx, target or ctx.config.target_name(None)))
+    default = ctx.config.target_name(None) or (BUILTIN_WINE_TARGET if not ctx.config.user.targets and sys.platform.startswith("linux") else "")
+    if target or (wanted & {"deploy", "verify", "regress"} and default):
+        sections.append(lambda: check_target(ctx, target or default))
     checks: list[Check] = []
     for section in sections:
         checks.extend(section())

@@ -14,6 +14,8 @@ on <kind>", never as passed).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,11 +25,24 @@ if TYPE_CHECKING:
     from .guest.base import PushResult
 
 
+@dataclass
+class LogSource:
+    """The newest DbgPrint capture log of a target, for `invoke verify`."""
+
+    name: str  # where it is, for messages
+    read_range: Callable[[int, int], bytes]
+    live: bool  # a capture is still writing it
+    explain_empty: Callable[[Any], None]  # says why a verdict found no line
+
+
 class GuestOps(ABC):
     """One target, as the pipeline's steps see it."""
 
     kind: str = "windows"  # "windows" | "wine": named in plans, verdicts and reports
     name: str = "guest"
+    # The target records DbgPrint output all the time (Wine's debug channel), so any task
+    # can check its own lines; a DebugView capture runs only when a deploy starts one.
+    capture_always_on: bool = False
 
     @property
     def round_trips(self) -> int:
@@ -57,6 +72,14 @@ class GuestOps(ABC):
     @abstractmethod
     def new_capture(self, ctx: RunContext, run_id: str, guest_dir: str) -> Any:
         """A DbgPrint capture with wait_for(phase, step=None) -> Verdict, save(dir), pull(dir), stop()."""
+
+    @abstractmethod
+    def log_source(self, ctx: RunContext) -> LogSource:
+        """The newest capture log (raises StepFailed when there is none)."""
+
+    @abstractmethod
+    def collect_logs(self, ctx: RunContext, dest: Path) -> list[Path]:
+        """Copy every capture log (and crash dumps) into dest; the files written."""
 
     def deploy_plan(self) -> list[Step]:
         """The deploy steps for this kind of target (default: the Windows plan)."""

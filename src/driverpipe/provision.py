@@ -327,6 +327,12 @@ def _check_after_reboot(ctx: RunContext, guest: Any, section: Any, guest_dir: st
 def run(ctx: RunContext, *, target: str | None) -> int:
     """`invoke provision`: 0 when the guest matches the test baseline (after a reboot if one was needed)."""
     section = ctx.config.target(target)
+    if section.transport == "wine":
+        ctx.say(
+            f"{section.name}: provision is not applicable on wine: the first deploy creates the prefix "
+            "and trusts the test certificate there; `invoke vm.revert` resets it"
+        )
+        return 0
     if not section.test_machine:
         raise ConfigError(
             f"targets.{section.name}: provision changes boot settings and trust stores and reboots, but test_machine is false",

@@ -139,14 +139,20 @@ class RegressSession:
 
 
 def probe_guest(session: RegressSession) -> bool:
-    """Does the guest transport answer (and is the guest past logon)? Used to wait after a revert."""
+    """Does the guest answer (and is it past logon)? Used to wait after a revert."""
+    from .deploy import ops_for
+
     try:
-        if session._guest is not None:
-            session._guest.reconnect()
-        ready = session.guest.run_script("Test-GuestReady.ps1", {}, timeout=30)
+        return ops_for(session.guest).ready()
     except PipelineError:
         return False
-    return bool(ready.get("ready", True)) if isinstance(ready, dict) else bool(ready)
+
+
+def not_applicable(session: RegressSession) -> dict[str, str]:
+    """What this kind of target cannot check (Wine: bugchecks, Driver Verifier)."""
+    from .deploy import ops_for
+
+    return ops_for(session.guest).not_applicable()
 
 
 def build_manifest_features(ctx: RunContext) -> list[str]:
@@ -219,6 +225,8 @@ def force_dump(session: RegressSession) -> str:
 
 def check_bugcheck(session: RegressSession) -> Bugcheck | None:
     """After a phase: did the guest bugcheck? Evidence from the hypervisor and the guest."""
+    if "bugcheck detection" in not_applicable(session):
+        return None
     if session.hung:
         note = force_dump(session)
         session.ctx.step(note)
@@ -313,8 +321,8 @@ class RegressPlugin:
         if report.when == "call" or (report.when == "setup" and (report.failed or report.skipped)):
             record.duration_s = time.time() - record.started
             if report.skipped:
-                record.status = "skipped"
                 record.message = str(report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr)
+                record.status = "n/a" if "not applicable on " in record.message else "skipped"
             elif report.failed:
                 message = _failure_line(report)
                 issue = self.session.known_issue(message)
@@ -361,8 +369,26 @@ def build_report(session: RegressSession) -> Any:
         started=session.started,
         finished=time.time(),
         phases=phases,
-        environment={"service": session.ctx.config.project.service_name, "interrupted": session.interrupted},
+        environment=_environment(session),
     )
+
+
+def _environment(session: RegressSession) -> dict[str, Any]:
+    """What the report says the run was: service, target kind, driver model, what could not be checked there."""
+    from .package import package_dir
+    from .sign import package_model
+
+    env: dict[str, Any] = {"service": session.ctx.config.project.service_name, "interrupted": session.interrupted}
+    env["target_kind"] = str(session.target.get("transport") or "")
+    try:
+        env["driver_model"] = package_model(package_dir(session.ctx))
+    except PipelineError:
+        env["driver_model"] = "unknown"
+    if session._guest is not None:
+        na = not_applicable(session)
+        if na:
+            env["not_applicable"] = "; ".join(f"{k} ({v})" for k, v in na.items())
+    return env
 
 
 def write_reports(session: RegressSession) -> dict[str, Path]:
@@ -398,11 +424,15 @@ def run(
     import pytest
 
     target_section = ctx.config.target(target)
-    if not target_section.test_machine:
+    if not target_section.test_machine and target_section.transport != "wine":  # a Wine prefix is disposable by nature
         raise ConfigError(
             f"targets.{target_section.name}: regress loads, crashes and reverts the guest, but test_machine is false",
             "set test_machine = true for this target (only on a disposable test VM)",
         )
+    if target_section.transport == "wine":
+        from .wine.target import prefix_path
+
+        prefix_path(ctx, target_section)  # a bad prefix setting is one line now, not an error in every phase
     suite = ctx.config.root.joinpath(*SUITE_DIR)
     if not suite.is_dir():
         raise EnvironmentProblem(f"the regression suite {suite} is missing", "run from a checkout of the project")

@@ -31,6 +31,7 @@ from .dbgview import LogLine, LogTail
 from .errors import ConfigError, EnvironmentProblem, StepFailed
 from .expect import Expectation, Matcher, Verdict, render_markdown, render_table
 from .files import write_atomic
+from .guestops import LogSource
 
 PHASES = ("load", "unload", "failed_load")
 TASK_PREFIX = "driverpipe-dbgview-"
@@ -194,37 +195,69 @@ def run(ctx: RunContext, *, target: str | None, log: Path | None, phase: str, as
 
     tsec = ctx.config.target(target)
     params = _status_params(ctx, tsec)
+    if ctx.dry and tsec.transport == "wine":
+        ctx.say(f"[dry] read Wine's debug channel of target {tsec.name}'s prefix and check phase {expectation.phase} (timeout {expectation.timeout:g} s)")
+        return 0
     if ctx.dry:
         from .guest.base import script_path
 
         ctx.show_script(f"guest {tsec.name}", script_path("Get-DbgCaptureStatus.ps1"), params)
         ctx.say(f"[dry] then: tail the newest log in {params['LogDir']} and check phase {expectation.phase} (timeout {expectation.timeout:g} s)")
         return 0
+    from .deploy import ops_for
     from .guest.connect import open_guest
 
     guest = open_guest(ctx, tsec)
     try:
-        status = guest.run_script("Get-DbgCaptureStatus.ps1", params) or {}
-        latest = status.get("latest_log")
-        if not latest:
-            raise StepFailed(
-                f"no DebugView capture log in {params['LogDir']} on {tsec.name}",
-                "run `invoke deploy` (it captures the driver's output), or check a saved log with --log FILE",
-            )
-        tail = LogTail(lambda off, n: guest.read_range(latest, off, n), chunk_size=READ_CHUNK)
-        live = bool(status.get("capturing"))
+        source = ops_for(guest, tsec).log_source(ctx)
+        tail = LogTail(source.read_range, chunk_size=READ_CHUNK)
         verdict = follow(
             tail,
             Matcher(expectation),
-            timeout=expectation.timeout if live else 0.0,
+            timeout=expectation.timeout if source.live else 0.0,
             poll_interval=float(ctx.config.project.debugview.poll_interval),
-            live=live,
+            live=source.live,
         )
         if verdict.status == "empty-log":
-            _explain_empty(verdict, status, log_path=latest, service=str(ctx.config.project.service_name))
+            source.explain_empty(verdict)
     finally:
         guest.close()
-    return report(ctx, verdict, as_json=as_json, source=f"{tsec.name}:{latest}")
+    return report(ctx, verdict, as_json=as_json, source=f"{tsec.name}:{source.name}")
+
+
+def windows_log_source(ctx: RunContext, guest: Any, target: Any) -> LogSource:
+    """The newest DebugView log on a Windows guest (Get-DbgCaptureStatus.ps1)."""
+    params = _status_params(ctx, target)
+    status = guest.run_script("Get-DbgCaptureStatus.ps1", params) or {}
+    latest = status.get("latest_log")
+    if not latest:
+        raise StepFailed(
+            f"no DebugView capture log in {params['LogDir']} on {getattr(guest, 'name', 'the guest')}",
+            "run `invoke deploy` (it captures the driver's output), or check a saved log with --log FILE",
+        )
+    service = str(ctx.config.project.service_name)
+    return LogSource(
+        name=str(latest),
+        read_range=lambda off, n: guest.read_range(latest, off, n),
+        live=bool(status.get("capturing")),
+        explain_empty=lambda verdict: _explain_empty(verdict, status, log_path=latest, service=service),
+    )
+
+
+def windows_collect_logs(ctx: RunContext, guest: Any, target: Any, dest: Path) -> list[Path]:
+    """Every capture log and minidump of a Windows guest, pulled into dest."""
+    params = _status_params(ctx, target)
+    status = guest.run_script("Get-DbgCaptureStatus.ps1", params) or {}
+    pulled: list[Path] = []
+    for group, sub in (("logs", ""), ("minidumps", "minidumps")):
+        for entry in status.get(group) or []:
+            remote = str(entry.get("path", ""))
+            if not remote:
+                continue
+            local = dest / sub / ntpath.basename(remote)
+            _pull_atomic(guest, remote, local)
+            pulled.append(local)
+    return pulled
 
 
 def _pull_atomic(guest: Any, remote: str, local: Path) -> None:
@@ -250,26 +283,18 @@ def pull_logs(ctx: RunContext, *, target: str | None, out: Path | None) -> Path:
         ctx.show_script(f"guest {tsec.name}", script_path("Get-DbgCaptureStatus.ps1"), params)
         ctx.say(f"[dry] then: pull each capture log and minidump into {dest}")
         return dest
+    from .deploy import ops_for
     from .guest.connect import open_guest
 
     guest = open_guest(ctx, tsec)
-    pulled: list[Path] = []
     try:
-        status = guest.run_script("Get-DbgCaptureStatus.ps1", params) or {}
-        for group, sub in (("logs", ""), ("minidumps", "minidumps")):
-            for entry in status.get(group) or []:
-                remote = str(entry.get("path", ""))
-                if not remote:
-                    continue
-                local = dest / sub / ntpath.basename(remote)
-                _pull_atomic(guest, remote, local)
-                pulled.append(local)
+        pulled = ops_for(guest, tsec).collect_logs(ctx, dest)
     finally:
         guest.close()
     if pulled:
         ctx.say(f"pulled {len(pulled)} file(s) from {tsec.name} into {dest}")
     else:
-        ctx.say(f"no capture logs in {params['LogDir']} and no minidumps on {tsec.name}")
+        ctx.say(f"no capture logs and no minidumps on {tsec.name}")
     return dest
 
 

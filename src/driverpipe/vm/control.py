@@ -82,6 +82,10 @@ def guest_probe(ctx: Any, section: Section) -> tuple[Callable[[], bool] | None, 
         from ..guest.connect import open_guest, uses_powershell_direct
     except ImportError:
         return None, "the guest transport module (driverpipe.guest.connect) is not available"
+    if section.transport == "wine":
+        from ..wine.host import wine_probe
+
+        return wine_probe(ctx, section), ""
     if section.transport == "local" and not uses_powershell_direct(ctx, section):
         return None, "transport 'local' means the pipeline runs inside the guest"
 

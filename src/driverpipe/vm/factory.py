@@ -19,7 +19,11 @@ FATAL_EVENTS = ("GUEST_PANICKED", "PROCESS_EXITED")
 
 
 def open_vm_host(ctx: Any, target: Section) -> VmHost | None:
-    """The target's VM host (QEMU, libvirt or Hyper-V), or None when target.vm_host is empty."""
+    """The target's VM host (QEMU, libvirt or Hyper-V; a Wine target's prefix), or None when target.vm_host is empty."""
+    if target.transport == "wine":
+        from ..wine.host import WineHost
+
+        return WineHost(ctx, target)
     if not target.vm_host:
         return None
     entry = ctx.config.named("vm_hosts", target.vm_host, f"targets.{target.name}.vm_host")

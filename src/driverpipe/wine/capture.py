@@ -185,6 +185,8 @@ class WineCapture(Capture):
         if not ctx.dry:
             self.pump.pump()
         self._start = self.pump.size()  # this run's lines start here
+        if not ctx.dry and run_id != "verify":
+            self.pump.prefix.record(capture_start=self._start, capture_run=run_id)  # `invoke verify` reads from here
         self.tail = LogTail(self._read, chunk_size=READ_CHUNK)
         self.tail.offset = self._start
 

@@ -48,10 +48,10 @@ from ..deploy import (
     step_stop_old,
     step_verify,
 )
-from ..errors import CheckFailed, ConfigError, EnvironmentProblem, PipelineError
+from ..errors import CheckFailed, ConfigError, EnvironmentProblem, PipelineError, StepFailed
 from ..files import sha256_file
 from ..guest.base import PushResult
-from ..guestops import GuestOps
+from ..guestops import GuestOps, LogSource
 from ..winparse import diagnose_sc_error, parse_sc_output
 from .capture import Pump, WineCapture
 from .prefix import Completed, WinePrefix
@@ -116,6 +116,7 @@ class WineTarget(GuestOps):
     """A Wine prefix on this machine, as a target."""
 
     kind = "wine"
+    capture_always_on = True
 
     def __init__(self, ctx: RunContext, section: Section):
         self.ctx = ctx
@@ -129,6 +130,7 @@ class WineTarget(GuestOps):
         self.service = str(ctx.config.project.service_name)
         self._trips = 0
         self.keep_running = False  # set by a successful deploy: the driver stays loaded
+        self.changed = False  # this task loaded, unloaded or reconfigured the driver
 
     @property
     def round_trips(self) -> int:
@@ -145,10 +147,12 @@ class WineTarget(GuestOps):
         return self
 
     def close(self) -> None:
-        """End the Wine processes this task started or found of ours, unless a deploy left the driver loaded."""
+        """End Wine when this task started it or changed the driver (unload, a failed or interrupted deploy),
+        unless a deploy succeeded (the driver stays loaded, documented). Read-only tasks leave it as they found it."""
         if self.ctx.dry or self.keep_running:
             return
-        self.prefix.stop()
+        if self.prefix.started_here or self.changed:
+            self.prefix.stop()
 
     def deployed(self) -> None:
         """Documented: a deploy leaves the driver loaded, so Wine keeps running until unload/vm.stop/regress."""
@@ -337,6 +341,7 @@ class WineTarget(GuestOps):
             time.sleep(0.05)
 
     def load(self, ctx: RunContext, pkg: PackageLike, capture: Any, *, guest_dir: str, smoke: bool, state: GuestState | None) -> LoadResult:
+        self.changed = True
         sys_file = _sys_file(pkg)
         image = _join(guest_dir, sys_file.name)
         if ctx.dry:
@@ -399,6 +404,7 @@ class WineTarget(GuestOps):
         return result
 
     def unload(self, ctx: RunContext, *, delete: bool = False) -> UnloadResult:
+        self.changed = True
         if ctx.dry:
             self._wine(["sc", "stop", self.service], during="sc stop")
             self.smoke(ctx)
@@ -437,6 +443,7 @@ class WineTarget(GuestOps):
         return result
 
     def set_fault_step(self, ctx: RunContext, step: int) -> None:
+        self.changed = True
         key = SERVICES_KEY + self.service + "\\Parameters"
         done = self._wine(["reg", "add", key, "/v", "FailAtStep", "/t", "REG_DWORD", "/d", str(int(step)), "/f"], during="setting FailAtStep")
         if not ctx.dry and done.returncode != 0:
@@ -446,6 +453,35 @@ class WineTarget(GuestOps):
 
     def new_capture(self, ctx: RunContext, run_id: str, guest_dir: str) -> WineCapture:
         return WineCapture(ctx, self, run_id)
+
+    def log_source(self, ctx: RunContext) -> LogSource:
+        """The prefix's DebugView-shaped log of every DbgPrint line so far; live while our Wine runs."""
+        self.pump.pump()
+        log = self.pump.log
+        if not log.is_file():
+            raise StepFailed(f"no DbgPrint log in {self.prefix.path} yet", "run `invoke deploy` first, or check a saved log with --log FILE")
+        capture = WineCapture(ctx, self, "verify")
+        start = int(self.prefix.recorded("capture_start", 0) or 0)  # the last deploy's (or regress run's) lines
+
+        def read_range(offset: int, max_bytes: int) -> bytes:
+            return self.pump.read(start + offset, max_bytes)
+
+        run = self.prefix.recorded("capture_run", "")
+        return LogSource(name=f"{log} (run {run})", read_range=read_range, live=self.prefix.running(), explain_empty=capture.explain_empty)
+
+    def collect_logs(self, ctx: RunContext, dest: Path) -> list[Path]:
+        """The DbgPrint log and Wine's raw debug log (no crash dumps: Wine has none)."""
+        self.pump.pump()
+        written = []
+        for src in (self.pump.log, self.prefix.raw_log):
+            if src.is_file():
+                local = dest / src.name
+                local.parent.mkdir(parents=True, exist_ok=True)
+                partial = local.with_name(local.name + ".part")
+                shutil.copyfile(src, partial)
+                os.replace(partial, local)
+                written.append(local)
+        return written
 
     def ready(self) -> bool:
         return self.ctx.dry or self.prefix.running()
