@@ -278,7 +278,23 @@ class Config:
                 f"{self.user_path}: targets.{name}: no such target",
                 f"did you mean '{near[0]}'?" if near else (f"known targets: {', '.join(known)}" if known else "add it with `invoke target-add`"),
             )
-        return Section({"name": name, **self.user.targets[name]}, f"targets.{name}.")
+        section = Section({"name": name, **self.user.targets[name]}, f"targets.{name}.")
+        if section.transport == "wine":
+            self.wine_prefix(section)  # a bad prefix setting fails here, before any work
+        return section
+
+    def wine_prefix(self, section: Section) -> Path:
+        """A Wine target's prefix: wine.prefix, else <state dir>/wine/<target>; never inside the project."""
+        raw = str(section.wine["prefix"] or "")
+        path = Path(raw).expanduser() if raw else user_state_dir() / "wine" / str(section.name)
+        path = Path(os.path.abspath(path if path.is_absolute() else self.root / path))
+        root = Path(os.path.abspath(self.root))
+        if path == root or root in path.parents:
+            raise ConfigError(
+                f"targets.{section.name}.wine.prefix {path} is inside the project",
+                "keep Wine prefixes out of the repository: leave wine.prefix empty (per-user state dir) or point it elsewhere",
+            )
+        return path
 
     def named(self, table: str, name: str, used_by: str) -> Section:
         entries = self.user[table]

@@ -32,6 +32,7 @@ from typing import Any
 
 from ..errors import ConfigError, EnvironmentProblem, StepFailed
 from ..files import write_atomic
+from ..reboot import Diagnosed
 
 STATE_DIR = ".driverpipe"
 HIVES = ("system.reg", "user.reg", "userdef.reg")
@@ -43,6 +44,14 @@ COMMAND_DEBUG = "-all,err+all"
 # and ntoskrnl's traces (IoCreateDevice/IoDeleteDevice, to see unwind leaks).
 CAPTURE_DEBUG = "-all,warn+debugstr,err+all,trace+ntoskrnl"
 INSTALL_HINT = "apt-get install wine wine64 (Debian/Ubuntu), then run again"
+# Seen under load: a new Wine process sometimes cannot map the shared user data page
+# (STATUS_CONFLICTING_ADDRESSES) and exits at once. It is transient: start again.
+TRANSIENT = "failed to map the shared user data"
+START_ATTEMPTS = 3
+
+
+class WineServerGone(Diagnosed, StepFailed):
+    """Our wineserver died under a task (killed, crashed): a failed step (exit 4), not a lost network link."""
 
 
 @dataclass
@@ -165,7 +174,7 @@ class WinePrefix:
         return True
 
     def create(self) -> None:
-        self.say(f"==> creating Wine prefix {self.path} ({self.version()}); first time only, ~10 s")
+        self.say(f"creating Wine prefix {self.path} ({self.version()}); first time only, ~10 s")
         self.path.mkdir(parents=True, exist_ok=True)
         self.state_dir.mkdir(exist_ok=True)
         log = self.state_dir / "wineboot.log"
@@ -194,7 +203,7 @@ class WinePrefix:
             self.state_dir / "prefix.json",
             (json.dumps({"format": 1, "wine": self.version(), "created": time.time()}, indent=2) + "\n").encode(),
         )
-        self.say(f"    prefix ready in {time.monotonic() - start:.1f} s")
+        self.say(f"Wine prefix ready in {time.monotonic() - start:.1f} s")
 
     def snapshot(self, name: str) -> None:
         """Save the registry hives (services, certificates, FailAtStep live there) as a named state."""
@@ -317,7 +326,7 @@ class WinePrefix:
         """Before a wine command: our server must still be there (else the command would start a new one)."""
         pid = self.recorded("server_pid")
         if not self.running():
-            raise StepFailed(
+            raise WineServerGone(
                 f"the Wine server of {self.path} (pid {pid or '?'}) is gone: it exited or was killed before {during}",
                 "run the task again: the next run starts a new one",
             )
@@ -346,19 +355,34 @@ class WinePrefix:
             raise EnvironmentProblem(f"wineserver -p did not start for {self.path}", f"run `WINEPREFIX={self.path} wineserver -p` by hand to see why")
         self.record(server_pid=pid, server_started=time.time(), owner_pid=os.getpid())
         self.started_here = True
-        with self.raw_log.open("ab") as err:
-            done = subprocess.run(
-                [self._tool(self.wine), "cmd", "/c", "exit", "0"],
-                env=self.env(CAPTURE_DEBUG),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                timeout=self.start_timeout,
-                check=False,
-            )
-        if done.returncode != 0:
-            self.stop(force=True)
-            raise EnvironmentProblem(f"Wine's service manager did not start in {self.path} (exit {done.returncode})", f"see {self.raw_log}")
+        for attempt in range(1, START_ATTEMPTS + 1):
+            mark = self.raw_log.stat().st_size if self.raw_log.exists() else 0
+            with self.raw_log.open("ab") as err:
+                done = subprocess.run(
+                    [self._tool(self.wine), "cmd", "/c", "exit", "0"],
+                    env=self.env(CAPTURE_DEBUG),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                    timeout=self.start_timeout,
+                    check=False,
+                )
+            if done.returncode == 0:
+                return
+            flake = TRANSIENT in self._log_since(mark)
+            if not flake or attempt == START_ATTEMPTS:
+                break
+            self.say(f"Wine could not map its shared memory at process start ({TRANSIENT}); retrying")
+        self.stop(force=True)
+        raise EnvironmentProblem(f"Wine's service manager did not start in {self.path} (exit {done.returncode})", f"see {self.raw_log}")
+
+    def _log_since(self, mark: int) -> str:
+        try:
+            with self.raw_log.open("rb") as fh:
+                fh.seek(mark)
+                return fh.read(1 << 20).decode("utf-8", "replace")
+        except OSError:
+            return ""
 
     def stop(self, *, force: bool = False) -> bool:
         """End our server and everything of the prefix with it (`wineserver -k`, then by pid). False: nothing ran."""
@@ -424,6 +448,13 @@ class WinePrefix:
     # ------------------------------------------------------------------ commands
     def run(self, args: list[str], *, during: str, timeout: float, debug: str = COMMAND_DEBUG) -> Completed:
         """`wine ARGS` (argv, never a shell line) in this prefix, after checking our server is alive."""
+        for attempt in range(1, START_ATTEMPTS + 1):
+            done = self._run_once(args, during=during, timeout=timeout, debug=debug)
+            if done.returncode == 0 or TRANSIENT not in done.stderr or attempt == START_ATTEMPTS:
+                return done
+        return done
+
+    def _run_once(self, args: list[str], *, during: str, timeout: float, debug: str) -> Completed:
         self.check_alive(during)
         argv = [self._tool(self.wine), *args]
         start = time.monotonic()

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..config import Section, user_state_dir
+from ..config import Section
 from ..context import RunContext
 from ..deploy import (
     ERROR_FILE_NOT_FOUND,
@@ -48,7 +48,7 @@ from ..deploy import (
     step_stop_old,
     step_verify,
 )
-from ..errors import CheckFailed, ConfigError, EnvironmentProblem, PipelineError, StepFailed
+from ..errors import CheckFailed, EnvironmentProblem, PipelineError, StepFailed
 from ..files import sha256_file
 from ..guest.base import PushResult
 from ..guestops import GuestOps, LogSource
@@ -98,18 +98,8 @@ def reg_value(text: str, name: str) -> str | None:
 
 
 def prefix_path(ctx: RunContext, section: Section) -> Path:
-    """The target's prefix: wine.prefix, else <state dir>/driverpipe/wine/<target>; never inside the project."""
-    raw = str(section.wine["prefix"] or "")
-    path = Path(raw).expanduser() if raw else user_state_dir() / "wine" / str(section.name)
-    path = path if path.is_absolute() else ctx.config.root / path
-    path = Path(os.path.abspath(path))
-    root = Path(os.path.abspath(ctx.config.root))
-    if path == root or root in path.parents:
-        raise ConfigError(
-            f"targets.{section.name}.wine.prefix {path} is inside the project",
-            "keep Wine prefixes out of the repository: leave wine.prefix empty (per-user state dir) or point it elsewhere",
-        )
-    return path
+    """The target's prefix (config.wine_prefix: never inside the project)."""
+    return ctx.config.wine_prefix(section)
 
 
 class WineTarget(GuestOps):
@@ -208,11 +198,11 @@ class WineTarget(GuestOps):
     # ------------------------------------------------------------------ files
     def push(self, local: Path, remote: str) -> PushResult:
         dest = self.prefix.host_path(remote)
+        if self.ctx.dry:
+            self.ctx.say(f"[dry] copy {local} -> {dest} (temp name + rename; skipped when the hash matches)")
+            return PushResult(remote, "", True, 0)
         want = sha256_file(local)
         size = local.stat().st_size
-        if self.ctx.dry:
-            self.ctx.say(f"[dry] copy {local} -> {dest}")
-            return PushResult(remote, want, True, size)
         if dest.is_file() and sha256_file(dest) == want:
             return PushResult(remote, want, False, size)
         dest.parent.mkdir(parents=True, exist_ok=True)
