@@ -2,7 +2,7 @@
 
 Skips on a developer machine without actionlint, FAILS under CI=true (.ci/run
 installs it from the Go module proxy). Custom self-hosted labels are declared
-in ci/actionlint.yaml.
+in .github/actionlint.yaml.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from conftest import need_tool
 pytestmark = pytest.mark.actionlint
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIG = REPO / "ci" / "actionlint.yaml"
+CONFIG = REPO / ".github" / "actionlint.yaml"
 
 
 def _actionlint(tool: Path, files: list[Path]) -> subprocess.CompletedProcess[str]:

@@ -349,11 +349,14 @@ class WineTarget(GuestOps):
             return LoadResult(ok=False, start_code=None, error="hash_mismatch", message=f"{image} in the prefix does not match the signed package; not loaded")
         self.pump.pump()
         ops: list[ScOp] = []
-        service, _ = self._query()
+        # The deploy plan read the state a moment ago: no second query then (regress cycles pass none).
+        service = state.service if state is not None and not state.synthetic else self._query()[0]
         if service.running:
             stop = self._wine(["sc", "stop", self.service], during="sc stop")
             ops.append(ScOp("stop", wine_sc_code(stop), stop.stdout))
-            if self._wait_stopped().state not in (None, 1):
+            # Wine's sc stop prints the service's state; wait only when it is not STOPPED yet.
+            stopped_now = parse_sc_output(stop.stdout).state == 1
+            if not stopped_now and self._wait_stopped().state not in (None, 1):
                 return LoadResult(
                     ok=False, start_code=None, ops=ops, error="stop_timeout", driver_loaded=True, message=f"the running {self.service} did not stop"
                 )
@@ -378,8 +381,10 @@ class WineTarget(GuestOps):
             )
         code = wine_sc_code(start)
         ops.append(ScOp("start", code, start.stdout + start.stderr))
-        final, _ = self._query()
-        result = LoadResult(ok=code == 0, start_code=code, ops=ops, driver_loaded=final.running)
+        # A successful sc start prints the service's state (RUNNING); query only when it did not.
+        started = parse_sc_output(start.stdout).state
+        loaded = started == 4 if started is not None else self._query()[0].running
+        result = LoadResult(ok=code == 0, start_code=code, ops=ops, driver_loaded=loaded)
         if smoke:  # after a failed DriverEntry too: the device must not open then
             result.smoke = self.smoke(ctx)
         if code == 0:
@@ -404,7 +409,9 @@ class WineTarget(GuestOps):
         self.pump.pump()
         stop = self._wine(["sc", "stop", self.service], during="sc stop")
         code = wine_sc_code(stop)
-        if code == 0 or code == 1062:
+        if code == 0 and parse_sc_output(stop.stdout).state == 1:
+            stopped = True
+        elif code == 0 or code == 1062:
             info = self._wait_stopped()
             stopped = info.state in (None, 1)
         else:
