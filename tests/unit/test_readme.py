@@ -18,8 +18,9 @@ def test_config_reference_matches_schema() -> None:
 
 
 def test_quick_start_has_the_two_commands() -> None:
-    assert "python3 -m pip install -e '.[test]' && invoke doctor && invoke build sign deploy" in README
+    assert "\nbash ci/setup-linux.sh && invoke build sign deploy\n" in README
     assert "\npython3 -m pytest\n" in README
+    assert (REPO / "ci" / "setup-linux.sh").is_file()
 
 
 def test_ci_runs_the_readme_test_command() -> None:
