@@ -381,25 +381,15 @@ def load_driver(
     return ops_for(guest).load(ctx, pkg, capture, guest_dir=guest_dir or _guest_dir(ctx), smoke=want_smoke, state=state)
 
 
-def _ps_load_driver(
-    ctx: RunContext,
-    guest: Any,
-    pkg: PackageLike,
-    capture: Any = None,
-    *,
-    guest_dir: str | None = None,
-    smoke: bool | None = None,
-    state: GuestState | None = None,
-) -> LoadResult:
+def _ps_load_driver(ctx: RunContext, guest: Any, pkg: PackageLike, capture: Any, guest_dir: str, smoke: bool, state: GuestState | None) -> LoadResult:
     """ONE batch: capture start items + Invoke-DriverLoad.ps1 (+ Test-DeviceSmoke.ps1). Does not raise on
     sc.exe failures: the result carries the code and a diagnosis. For sc 31 it also reads the capture
     to quote the driver's `<step> failed` line."""
     svc = _service_name(ctx)
-    directory = guest_dir or _guest_dir(ctx)
     sys_file = _sys_file(pkg)
-    binpath = _join(directory, sys_file.name)
+    binpath = _join(guest_dir, sys_file.name)
     device = str(ctx.config.project.device_path)
-    want_smoke = bool(ctx.config.project.deploy.smoke_test) if smoke is None else smoke
+    want_smoke = smoke
     capture_items: list[tuple[str, dict[str, Any]]] = []
     if capture is not None:
         ensure = getattr(capture, "ensure_items", None)  # install DebugView when missing (real Capture)
@@ -542,7 +532,7 @@ class PowerShellOps(GuestOps):
         return self.transport.push(local, remote)
 
     def load(self, ctx: RunContext, pkg: PackageLike, capture: Any, *, guest_dir: str, smoke: bool, state: GuestState | None) -> LoadResult:
-        return _ps_load_driver(ctx, self.transport, pkg, capture, guest_dir=guest_dir, smoke=smoke, state=state)
+        return _ps_load_driver(ctx, self.transport, pkg, capture, guest_dir, smoke, state)
 
     def unload(self, ctx: RunContext, *, delete: bool = False) -> UnloadResult:
         return _ps_unload_driver(ctx, self.transport, delete=delete)
@@ -663,7 +653,7 @@ def step_read_state(d: Deployment) -> None:
     s = d.state
     d.driver = "loaded" if s.service.running else ("stopped" if s.service.exists else "not installed")
     if not s.synthetic:
-        d.ctx.say(f"{d.name}: {s.summary()}")
+        d.ctx.say(f"{d.name}: {ops_for(d.guest).summary(s)}")
 
 
 def step_check(d: Deployment) -> None:

@@ -87,6 +87,10 @@ class GuestOps(ABC):
 
         return PLAN
 
+    def summary(self, state: GuestState) -> str:
+        """One line about the target's state, printed by the deploy's first step."""
+        return state.summary()
+
     def not_applicable(self) -> dict[str, str]:
         """Windows checks that mean nothing on this kind of target: name -> why."""
         return {}

@@ -201,10 +201,8 @@ def test_a_driver_entry_that_never_returns_is_ended_by_pid(checkout: Path, wine_
 # ----------------------------------------------------------------------------- faults and bad input
 
 
-def test_wineserver_killed_mid_deploy_is_one_line_and_the_next_run_recovers(checkout: Path, wine_state: Path) -> None:
-    assert invoke(checkout, "build", "sign").returncode == 0
-    assert invoke(checkout, "deploy").returncode == 0  # the prefix and its server exist now
-    prefix = prefix_of(wine_state)
+def interrupted_deploy(checkout: Path, at: str, action) -> subprocess.Popen[str]:  # type: ignore[no-untyped-def]
+    """`invoke deploy` in a subprocess; `action(proc)` runs when its progress reaches the step `at`."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "invoke", "--search-root", str(REPO), "deploy"],
         cwd=checkout,
@@ -214,14 +212,25 @@ def test_wineserver_killed_mid_deploy_is_one_line_and_the_next_run_recovers(chec
         text=True,
     )
     assert proc.stderr is not None
-    for line in proc.stderr:
-        if line.startswith("==> not-applicable"):
-            from driverpipe.wine.prefix import WinePrefix
-
-            server = WinePrefix(prefix).server_pid()
-            assert server is not None
-            os.kill(server, signal.SIGKILL)
+    for line in proc.stderr:  # progress lines (==>) go to stderr
+        if line.startswith(f"==> {at}"):
+            action(proc)
             break
+    return proc
+
+
+def test_wineserver_killed_mid_deploy_is_one_line_and_the_next_run_recovers(checkout: Path, wine_state: Path) -> None:
+    assert invoke(checkout, "build", "sign").returncode == 0
+    assert invoke(checkout, "deploy").returncode == 0  # the prefix and its server exist now
+    prefix = prefix_of(wine_state)
+    from driverpipe.wine.prefix import WinePrefix
+
+    def kill_server(_proc: subprocess.Popen[str]) -> None:
+        server = WinePrefix(prefix).server_pid()
+        assert server is not None
+        os.kill(server, signal.SIGKILL)
+
+    proc = interrupted_deploy(checkout, "not-applicable", kill_server)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 4, out + err
     assert "Traceback" not in err
@@ -233,19 +242,7 @@ def test_wineserver_killed_mid_deploy_is_one_line_and_the_next_run_recovers(chec
 
 def test_ctrl_c_exits_130_and_stops_wine(checkout: Path, wine_state: Path) -> None:
     assert invoke(checkout, "build", "sign").returncode == 0
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "invoke", "--search-root", str(REPO), "deploy"],
-        cwd=checkout,
-        env=dict(os.environ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if line.startswith("==> not-applicable"):
-            proc.send_signal(signal.SIGINT)
-            break
+    proc = interrupted_deploy(checkout, "not-applicable", lambda p: p.send_signal(signal.SIGINT))
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, out + err
     assert "Traceback" not in err

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -41,15 +40,15 @@ from ..deploy import (
     _old_build_in_the_way,
     _plan_push,
     _sys_file,
-    read_guest_state,
     step_load,
     step_push,
+    step_read_state,
     step_smoke,
     step_stop_old,
     step_verify,
 )
 from ..errors import CheckFailed, EnvironmentProblem, PipelineError, StepFailed
-from ..files import sha256_file
+from ..files import copy_atomic, sha256_file
 from ..guest.base import PushResult
 from ..guestops import GuestOps, LogSource
 from ..winparse import diagnose_sc_error, parse_sc_output
@@ -205,20 +204,11 @@ class WineTarget(GuestOps):
         size = local.stat().st_size
         if dest.is_file() and sha256_file(dest) == want:
             return PushResult(remote, want, False, size)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        partial = dest.with_name(f".{dest.name}.partial")
-        try:
-            shutil.copyfile(local, partial)
-            os.replace(partial, dest)
-        finally:
-            if partial.exists():
-                partial.unlink()
+        copy_atomic(local, dest)  # temp name + rename: never half-written in place
         return PushResult(remote, sha256_file(dest), True, size)
 
     def pull(self, remote: str, local: Path) -> None:
-        src = self.prefix.host_path(remote)
-        local.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, local)
+        copy_atomic(self.prefix.host_path(remote), local)
 
     # ------------------------------------------------------------------ the client
     def client(self) -> str:
@@ -472,12 +462,8 @@ class WineTarget(GuestOps):
         written = []
         for src in (self.pump.log, self.prefix.raw_log):
             if src.is_file():
-                local = dest / src.name
-                local.parent.mkdir(parents=True, exist_ok=True)
-                partial = local.with_name(local.name + ".part")
-                shutil.copyfile(src, partial)
-                os.replace(partial, local)
-                written.append(local)
+                copy_atomic(src, dest / src.name)
+                written.append(dest / src.name)
         return written
 
     def ready(self) -> bool:
@@ -512,14 +498,6 @@ def _target(d: Any) -> WineTarget:
     return d.guest
 
 
-def step_state(d: Any) -> None:
-    d.state = read_guest_state(d.guest, d.ctx, pkg=d.pkg, guest_dir=d.dir)
-    s = d.state
-    d.driver = "loaded" if s.service.running else ("stopped" if s.service.exists else "not installed")
-    if not s.synthetic:
-        d.ctx.say(f"{d.name}: {_target(d).summary(s)}")
-
-
 def step_not_applicable(d: Any) -> None:
     for what, why in _target(d).not_applicable().items():
         d.ctx.say(f"{d.name}: {what}: not applicable on wine ({why})")
@@ -532,7 +510,7 @@ def step_signature(d: Any) -> None:
 
 
 WINE_PLAN: list[Step] = [
-    Step("state", "start Wine (persistent server, service manager with the capture); read the service and pushed files", step_state),
+    Step("state", "start Wine (persistent server, service manager with the capture); read the service and pushed files", step_read_state),
     Step("not-applicable", "TESTSIGNING, Secure Boot, HVCI, Debug Print Filter, reboot, bugchecks, verifier: not applicable on wine", step_not_applicable),
     Step("stop-old", "stop the loaded older build before replacing its image", step_stop_old, when=lambda d: _plan_push(d) and _old_build_in_the_way(d)),
     Step("push", "copy package files whose hash differs into the prefix (temp name + rename)", step_push, when=_plan_push),
