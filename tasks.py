@@ -118,28 +118,29 @@ def provision(c, target=None):
     help={
         "name": "name of the target to add or update",
         "host": "guest address",
-        "transport": "winrm (default), ssh or local",
+        "transport": "winrm (default), ssh, local or wine",
         "user": "administrator account on the guest",
         "password-env": "environment variable that holds the password (never the password itself)",
         "port": "port (default per transport)",
         "test-machine": "allow boot-setting changes and reboots on this guest",
         "vm-host": "name of the [vm_hosts] entry running it",
         "vm-name": "VM/domain name on that host",
+        "default": "also make it the default target (default_target)",
     },
 )
-def target_add(c, name, host=None, transport=None, user=None, password_env=None, port=None, test_machine=False, vm_host=None, vm_name=None):
+def target_add(c, name, host=None, transport=None, user=None, password_env=None, port=None, test_machine=False, vm_host=None, vm_name=None, default=False):
     """Register a guest in the user config (keeps your comments and layout)."""
     values = {
         "host": host,
         "transport": transport,
         "user": user,
         "password_env": password_env,
-        "port": int(port) if port else None,
+        "port": port,
         "test_machine": True if test_machine else None,
         "vm_host": vm_host,
         "vm_name": vm_name,
     }
-    _cmd().target_add(_dry(c), name=name, values=values)
+    _cmd().target_add(_dry(c), name=name, values=values, default=default)
 
 
 VM_TARGET = {"target": "target whose VM is controlled"}
@@ -157,22 +158,25 @@ def start(c, target=None):
     _cmd().vm(_dry(c), "start", target=target)
 
 
-@task(help={**VM_TARGET, "timeout": "seconds to wait for a graceful shutdown before a hard stop"})
-def stop(c, target=None, timeout=None):
+FORCE = {"force": "act on a target that is not marked test_machine = true"}
+
+
+@task(help={**VM_TARGET, **FORCE, "timeout": "seconds to wait for a graceful shutdown before a hard stop"})
+def stop(c, target=None, timeout=None, force=False):
     """Stop the target VM (graceful, then hard after the timeout)."""
-    _cmd().vm(_dry(c), "stop", target=target, timeout=float(timeout) if timeout else None)
+    _cmd().vm(_dry(c), "stop", target=target, timeout=timeout, force=force)
 
 
-@task(help={**VM_TARGET, "name": "state to revert to (default: the target's clean_state)"})
-def revert(c, name=None, target=None):
+@task(help={**VM_TARGET, **FORCE, "name": "state to revert to (default: the target's clean_state)"})
+def revert(c, name=None, target=None, force=False):
     """Revert the target VM to a named clean state."""
-    _cmd().vm(_dry(c), "revert", target=target, name=name)
+    _cmd().vm(_dry(c), "revert", target=target, name=name, force=force)
 
 
-@task(help={**VM_TARGET, "name": "name of the state to save"})
-def snapshot(c, name, target=None):
+@task(help={**VM_TARGET, **FORCE, "name": "name of the state to save"})
+def snapshot(c, name, target=None, force=False):
     """Save the target VM's current state under a name."""
-    _cmd().vm(_dry(c), "snapshot", target=target, name=name)
+    _cmd().vm(_dry(c), "snapshot", target=target, name=name, force=force)
 
 
 ns = Collection(build, package, sign, deploy, unload, verify, logs, regress, doctor, provision, target_add)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .errors import ExitCode, NotImplementedYet, PipelineError
+from .errors import ConfigError, ExitCode, NotImplementedYet, PipelineError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -143,20 +143,33 @@ def provision(dry: bool, *, target: str | None) -> int:
 
 
 @guarded
-def target_add(dry: bool, *, name: str, values: dict[str, Any]) -> int:
-    from .config import add_named_entry, load, user_config_path
+def target_add(dry: bool, *, name: str, values: dict[str, Any], default: bool = False) -> int:
+    from .config import add_named_entry, coerce_text, load, name_problem, user_config_path
+    from .schema import TARGET, Key
 
     load()  # the project config must be valid before we touch the user file
+    if name_problem(name):
+        raise ConfigError(f"--name {name!r}: {name_problem(name)} (it becomes part of file names)", "use letters, digits, '.', '_' and '-'")
+    checked: dict[str, Any] = {}
+    for key, value in values.items():
+        spec = TARGET.keys[key]
+        checked[key] = None if value is None or not isinstance(spec, Key) else coerce_text(f"--{key.replace('_', '-')}", value, spec)
     path = user_config_path()
     if dry:
-        print(f"[dry] would add/update [targets.{name}] in {path}: {values}")
+        print(f"[dry] would add/update [targets.{name}] in {path}: {checked}" + (f" and set default_target = {name!r}" if default else ""))
         return 0
-    add_named_entry(path, "targets", name, values)
-    print(f"targets.{name} written to {path}")
+    add_named_entry(path, "targets", name, checked, default=default)
+    print(f"targets.{name} written to {path}" + (" (the default target)" if default else ""))
     return 0
 
 
 @guarded
-def vm(dry: bool, action: str, *, target: str | None, name: str | None = None, timeout: float | None = None) -> int:
+def vm(dry: bool, action: str, *, target: str | None, name: str | None = None, timeout: Any = None, force: bool = False) -> int:
+    from .config import coerce_text, name_problem
+    from .schema import Key
+
+    seconds = None if timeout is None else coerce_text("--timeout", timeout, Key((int, float), 60, positive=True))
+    if name is not None and name_problem(name):
+        raise ConfigError(f"--name {name!r}: {name_problem(name)} (a VM state name)", "use letters, digits, '.', '_' and '-'")
     ctx = make_context(dry, target=target)
-    return int(_step("vm.control").run(ctx, action, target=target, state=name, timeout=timeout) or 0)
+    return int(_step("vm.control").run(ctx, action, target=target, state=name, timeout=seconds, force=force) or 0)

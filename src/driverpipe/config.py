@@ -9,7 +9,9 @@ these files; they are referenced by environment-variable or keyring name.
 from __future__ import annotations
 
 import difflib
+import math
 import os
+import re
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -151,6 +153,9 @@ class _Validator:
                     raise self.fail(dotted, "expected a table of named entries", f"write [{dotted}.NAME] sections")
                 out[name] = {}
                 for entry_name, entry in entries.items():
+                    bad = name_problem(str(entry_name))
+                    if bad:
+                        raise self.fail(f"{dotted}.{entry_name}", f"{bad} (it becomes part of file names)", "use letters, digits, '.', '_' and '-'")
                     kind_extra = None
                     if spec.by_kind:
                         kind = entry.get("kind") if isinstance(entry, Mapping) else None
@@ -175,8 +180,42 @@ class _Validator:
                     raise self.fail(dotted, f"expected {want}, got {value!r}", f"{spec.doc}" if spec.doc else "fix the value")
                 if spec.choices and value not in spec.choices:
                     raise self.fail(dotted, f"{value!r} is not allowed", f"use one of: {', '.join(spec.choices)}")
+                problem = value_problem(value, spec)
+                if problem:
+                    raise self.fail(dotted, problem[0], problem[1])
                 out[name] = value
         return out
+
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def name_problem(value: str) -> str:
+    """'' when `value` can be a file or folder name everywhere (letters, digits, '.', '_', '-'; no '..')."""
+    if not NAME_RE.fullmatch(value) or ".." in value:
+        return f"{value!r} is not a plain name"
+    return ""
+
+
+def value_problem(value: Any, spec: Key) -> tuple[str, str] | None:
+    """(problem, fix) when a well-typed value breaks the key's range or name rule; None when it is fine."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    if isinstance(value, str):
+        if spec.name and value and name_problem(value):
+            return f"{name_problem(value)}", "use letters, digits, '.', '_' and '-' (no separators, no '..')"
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value!r} is not a finite number", "use a plain number"
+    if spec.positive and value <= 0:
+        return f"{value!r} must be above 0", "use a number of seconds above 0"
+    if spec.port and not (value == 0 or 1 <= value <= 65535):
+        return f"{value!r} is not a TCP port", "use 1-65535 (or 0 for the default)"
+    if spec.low is not None and value < spec.low:
+        return f"{value!r} is below {spec.low:g}", f"use {spec.low:g} or more"
+    if spec.high is not None and value > spec.high:
+        return f"{value!r} is above {spec.high:g}", f"use {spec.high:g} or less"
+    return None
 
 
 def read_toml(path: Path) -> Any:
@@ -185,9 +224,11 @@ def read_toml(path: Path) -> Any:
     import tomlkit.exceptions
 
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # editors on Windows save a BOM
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found", "check the path") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a TOML file", "point it at a file") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text", "save the file as UTF-8") from None
     except OSError as exc:
@@ -225,10 +266,38 @@ def _coerce_env(var: str, raw: str, spec: Key) -> Any:
         if int in types:
             return int(raw)
     except ValueError:
-        raise ConfigError(f"environment: {var}={raw!r} is not {_type_name(spec.type)}", f"unset {var} or fix its value") from None
+        raise ConfigError(f"{var}: {raw!r} is not {_type_name(spec.type)}", f"fix the value ({_type_name(spec.type)})") from None
     if spec.choices and raw not in spec.choices:
-        raise ConfigError(f"environment: {var}={raw!r} is not allowed", f"use one of: {', '.join(spec.choices)}")
+        raise ConfigError(f"{var}: {raw!r} is not allowed", f"use one of: {', '.join(spec.choices)}")
     return raw
+
+
+def coerce_text(what: str, raw: Any, spec: Key) -> Any:
+    """A value given as text (environment variable, task flag) -> the key's type, checked like a file value."""
+    if isinstance(raw, str):
+        value = _coerce_env(what, raw, spec) if spec.type is not list else [x for x in raw.replace(",", " ").split() if x]
+    else:
+        value = raw
+        if not _check_type(value, spec):
+            raise ConfigError(f"{what}: {raw!r} is not {_type_name(spec.type)}", "fix the value")
+        if spec.choices and value not in spec.choices:
+            raise ConfigError(f"{what}: {raw!r} is not allowed", f"use one of: {', '.join(spec.choices)}")
+    problem = value_problem(value, spec)
+    if problem:
+        raise ConfigError(f"{what}: {problem[0]}", problem[1])
+    return value
+
+
+def key_spec(dotted: str, schema: Table = PROJECT) -> Key:
+    """The schema Key of a dotted project setting (e.g. 'build.profile')."""
+    node: Any = schema
+    for part in dotted.split("."):
+        if not isinstance(node, Table) or part not in node.keys:
+            raise KeyError(dotted)
+        node = node.keys[part]
+    if not isinstance(node, Key):
+        raise KeyError(dotted)
+    return node
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -355,11 +424,12 @@ def load(root: Path | None = None, flags: Mapping[str, Any] | None = None, user_
 
     for var, (dotted, spec) in env_overrides().items():
         if var in os.environ:
-            _set_dotted(project, dotted, _coerce_env(var, os.environ[var], spec))
+            _set_dotted(project, dotted, coerce_text(f"environment {var}", os.environ[var], spec))
             sources[dotted] = var
     for dotted, value in (flags or {}).items():
         if value is not None:
-            _set_dotted(project, dotted, value)
+            flag = "--" + dotted.rsplit(".", 1)[-1].replace("_", "-")
+            _set_dotted(project, dotted, coerce_text(f"{flag} ({dotted})", value, key_spec(dotted)))
             sources[dotted] = "flag"
 
     return Config(root=root, project=_sectionize(project), user=_sectionize(user), user_path=upath, sources=sources)
@@ -372,7 +442,7 @@ def _sectionize(data: dict[str, Any], path: str = "") -> Section:
     return Section(converted, path)
 
 
-def add_named_entry(path: Path, table: str, name: str, values: Mapping[str, Any]) -> None:
+def add_named_entry(path: Path, table: str, name: str, values: Mapping[str, Any], *, default: bool = False) -> None:
     """Add or update [table.name] in the user's TOML file, keeping comments and layout.
 
     The new document is validated before it replaces the file, and the write is
@@ -398,6 +468,8 @@ def add_named_entry(path: Path, table: str, name: str, values: Mapping[str, Any]
             entry[outer][inner] = value
         else:
             entry[key] = value
+    if default:
+        doc["default_target"] = name
     _Validator(str(path)).table(_plain(doc), USER, "")
     from .files import write_atomic
 

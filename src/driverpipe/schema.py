@@ -20,6 +20,11 @@ class Key:
     choices: tuple[str, ...] | None = None
     item_type: builtins.type | None = None  # for lists
     env: bool = True  # may be overridden from DRIVERPIPE_* environment variables
+    low: float | None = None  # numbers: smallest allowed value (inclusive)
+    high: float | None = None  # numbers: largest allowed value (inclusive)
+    positive: bool = False  # numbers: finite and > 0 (timeouts, intervals)
+    name: bool = False  # strings that become file or folder names: no separators, no '..'
+    port: bool = False  # 1..65535, or 0 when 0 means "the default port"
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,7 @@ EXPECT_PHASE = Table(
     {
         "sequence": Key(list, [], "ordered lines to find; exact text, or 're:' + regex (named groups usable later as {name})", item_type=str),
         "forbid": Key(list, [], "lines that must not appear; exact text, 're:' regex or shell-style glob with '*'", item_type=str),
-        "timeout": Key((int, float), 30, "seconds to wait for the whole sequence"),
+        "timeout": Key((int, float), 30, positive=True, doc="seconds to wait for the whole sequence"),
         "prefix": Key(str, "", "only lines starting with this prefix take part (empty: all lines)"),
     },
     "one phase of DbgPrint expectations",
@@ -91,8 +96,8 @@ PROJECT = Table(
             {
                 "guest_dir": Key(str, "C:\\WazabiEDR", "directory on the guest that receives the package"),
                 "smoke_test": Key(bool, True, "open the device from user mode after loading"),
-                "reboot_timeout": Key((int, float), 600, "seconds to wait for a guest reboot"),
-                "script_timeout": Key((int, float), 120, "seconds one guest script may run"),
+                "reboot_timeout": Key((int, float), 600, positive=True, doc="seconds to wait for a guest reboot"),
+                "script_timeout": Key((int, float), 120, positive=True, doc="seconds one guest script may run"),
             }
         ),
         "debugview": Table(
@@ -100,7 +105,7 @@ PROJECT = Table(
                 "source": Key(str, "", "local path or https URL of Dbgview.exe (or Dbgview64.exe) to install on guests"),
                 "sha256": Key(str, "", "expected SHA-256 of the DebugView executable"),
                 "guest_path": Key(str, "C:\\Tools\\Dbgview.exe", "where DebugView lives on the guest"),
-                "poll_interval": Key((int, float), 0.5, "seconds between reads of the growing log"),
+                "poll_interval": Key((int, float), 0.5, positive=True, doc="seconds between reads of the growing log"),
             }
         ),
         "expect": Table(
@@ -113,12 +118,12 @@ PROJECT = Table(
         ),
         "regress": Table(
             {
-                "cycles": Key(int, 10, "load/unload cycles"),
+                "cycles": Key(int, 10, "load/unload cycles", low=1, high=100000),
                 "fault_steps": Key(
                     list, ["IoCreateDevice", "IoCreateSymbolicLink"], "DriverEntry steps, in order (fault injection index = position + 1)", item_type=str
                 ),
                 "verifier": Key(bool, False, "run a Driver Verifier pass"),
-                "stop_timeout": Key((int, float), 120, "seconds a graceful guest shutdown may take at the end of a run before a hard stop"),
+                "stop_timeout": Key((int, float), 120, positive=True, doc="seconds a graceful guest shutdown may take at the end of a run before a hard stop"),
                 "known_issues": Key(list, [], "known issues: tables with id, match (regex on a failure) and reason", item_type=dict, env=False),
             }
         ),
@@ -129,7 +134,7 @@ TARGET = Table(
     {
         "transport": Key(str, "winrm", "how to reach the guest (wine: a Wine prefix on this Linux machine, tier 0)", choices=("winrm", "ssh", "local", "wine")),
         "host": Key(str, "", "guest address (winrm/ssh)"),
-        "port": Key(int, 0, "port (0: 5986 WinRM over HTTPS, 5985 over HTTP, 22 SSH)"),
+        "port": Key(int, 0, "port (0: 5986 WinRM over HTTPS, 5985 over HTTP, 22 SSH)", port=True),
         "user": Key(str, "", "account on the guest (an administrator)"),
         "password_env": Key(str, "", "environment variable holding the password"),
         "password_keyring": Key(str, "", "keyring entry 'service/username' holding the password"),
@@ -137,7 +142,7 @@ TARGET = Table(
         "guest_dir": Key(str, "", "overrides deploy.guest_dir for this target"),
         "vm_host": Key(str, "", "name of a [vm_hosts] entry that runs this guest"),
         "vm_name": Key(str, "", "VM/domain name on the VM host"),
-        "clean_state": Key(str, "clean", "snapshot/checkpoint name of the clean state"),
+        "clean_state": Key(str, "clean", "snapshot/checkpoint name of the clean state", name=True),
         "winrm": Table(
             {
                 "ssl": Key(bool, True, "HTTPS (5986); false means HTTP with message encryption"),
@@ -145,9 +150,9 @@ TARGET = Table(
                 "cert_validation": Key(bool, True, "validate the server certificate"),
                 "ca_bundle": Key(str, "", "CA bundle or the listener's self-signed certificate (PEM)"),
                 "allow_basic_http": Key(bool, False, "allow Basic auth over plain HTTP (credentials in clear text)"),
-                "connection_timeout": Key((int, float), 30, "seconds"),
-                "read_timeout": Key((int, float), 30, "seconds"),
-                "operation_timeout": Key((int, float), 20, "seconds (must stay below read_timeout)"),
+                "connection_timeout": Key((int, float), 30, positive=True, doc="seconds"),
+                "read_timeout": Key((int, float), 30, positive=True, doc="seconds"),
+                "operation_timeout": Key((int, float), 20, positive=True, doc="seconds (must stay below read_timeout)"),
             }
         ),
         "ssh": Table(
@@ -155,7 +160,7 @@ TARGET = Table(
                 "known_hosts": Key(str, "", "known_hosts file (empty: ~/.ssh/known_hosts)"),
                 "trust_on_first_use": Key(bool, False, "accept and record an unknown host key (never a changed one)"),
                 "key_file": Key(str, "", "private key file (empty: agent / default keys / password)"),
-                "connect_timeout": Key((int, float), 15, "seconds"),
+                "connect_timeout": Key((int, float), 15, positive=True, doc="seconds"),
                 "powershell_path": Key(str, "powershell", "PowerShell on the guest: powershell (Windows PowerShell 5.1), pwsh or a full path"),
             }
         ),
@@ -164,7 +169,7 @@ TARGET = Table(
                 "prefix": Key(str, "", "the Wine prefix (empty: per-user state dir, driverpipe/wine/<target>); never inside the repository"),
                 "wine": Key(str, "wine", "the wine program"),
                 "wineserver": Key(str, "wineserver", "the wineserver program"),
-                "start_timeout": Key((int, float), 180, "seconds to create the prefix or start Wine's services"),
+                "start_timeout": Key((int, float), 180, positive=True, doc="seconds to create the prefix or start Wine's services"),
             }
         ),
     }
@@ -182,15 +187,15 @@ VM_HOST_KINDS = {
             "binary": Key(str, "qemu-system-x86_64", "QEMU system emulator"),
             "machine": Key(str, "q35", "machine type"),
             "accel": Key(str, "kvm:tcg", "accelerators in order of preference"),
-            "memory_mb": Key(int, 4096, "guest memory"),
-            "cpus": Key(int, 2, "guest CPUs"),
+            "memory_mb": Key(int, 4096, "guest memory", low=256, high=1 << 22),
+            "cpus": Key(int, 2, "guest CPUs", low=1, high=1024),
             "base_image": Key(str, "", "qcow2 base image of the prepared guest (never written)"),
             "ovmf_code": Key(str, "", "OVMF code image without Secure Boot (empty: BIOS boot)"),
             "ovmf_vars": Key(str, "", "OVMF vars template"),
             "state_dir": Key(str, "", "where overlays, named states and sockets live (empty: per-user data dir)"),
-            "forward_winrm": Key(int, 55986, "loopback port forwarded to the guest's 5986"),
-            "forward_ssh": Key(int, 0, "loopback port forwarded to the guest's 22 (0: none)"),
-            "forward_rdp": Key(int, 0, "loopback port forwarded to the guest's 3389 (0: none)"),
+            "forward_winrm": Key(int, 55986, "loopback port forwarded to the guest's 5986", low=1, high=65535),
+            "forward_ssh": Key(int, 0, "loopback port forwarded to the guest's 22 (0: none)", port=True),
+            "forward_rdp": Key(int, 0, "loopback port forwarded to the guest's 3389 (0: none)", port=True),
             "extra_args": Key(list, [], "extra QEMU arguments", item_type=str),
             "display": Key(str, "none", "QEMU -display value"),
             "nic": Key(str, "e1000", "guest NIC model (e1000: driver in-box in Windows; virtio-net-pci needs virtio-win drivers)"),
@@ -217,7 +222,7 @@ BUILD_HOST = Table(
     {
         "transport": Key(str, "ssh", "how to reach the Windows build host", choices=("ssh", "winrm")),
         "host": Key(str, "", "address", required=True),
-        "port": Key(int, 0, "port (0: transport default)"),
+        "port": Key(int, 0, "port (0: transport default)", port=True),
         "user": Key(str, "", "account", required=True),
         "password_env": Key(str, "", "environment variable holding the password"),
         "password_keyring": Key(str, "", "keyring entry 'service/username'"),

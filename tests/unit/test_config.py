@@ -110,7 +110,7 @@ def test_environment_overrides_file_and_flags_override_environment(project: Path
 
 def test_bad_environment_value_is_one_line(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DRIVERPIPE_REGRESS_CYCLES", "ten")
-    with pytest.raises(ConfigError, match="DRIVERPIPE_REGRESS_CYCLES='ten' is not an integer"):
+    with pytest.raises(ConfigError, match="environment DRIVERPIPE_REGRESS_CYCLES: 'ten' is not an integer"):
         config.load()
 
 

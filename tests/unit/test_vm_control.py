@@ -56,7 +56,7 @@ class FakeHost:
 
 def _ctx(project: Path, target: str = 'transport = "local"\nvm_host = "q"', lines: list[str] | None = None) -> RunContext:
     (project / "user-config.toml").write_text(
-        f'default_target = "t"\n[targets.t]\n{target}\nclean_state = "golden"\n[vm_hosts.q]\nkind = "qemu"\n', encoding="utf-8"
+        f'default_target = "t"\n[targets.t]\n{target}\nclean_state = "golden"\ntest_machine = true\n[vm_hosts.q]\nkind = "qemu"\n', encoding="utf-8"
     )
     sink = lines if lines is not None else []
     return RunContext(config=load(root=project), echo=sink.append, progress=lambda _: None)
@@ -145,3 +145,13 @@ def test_poll_stops_at_once_on_panic_or_dead_vm() -> None:
         poll_until_reachable(FakeHost(VmState.CRASHED), lambda: False, 600, sleep=lambda _: None)
     with pytest.raises(StepFailed, match="did not answer within 0 s"):
         poll_until_reachable(FakeHost(), lambda: False, 0, sleep=lambda _: None)
+
+
+def test_changing_a_vm_that_is_not_a_test_machine_needs_force(project: Path) -> None:
+    (project / "user-config.toml").write_text(
+        'default_target = "t"\n[targets.t]\ntransport = "local"\nvm_host = "q"\n[vm_hosts.q]\nkind = "qemu"\n', encoding="utf-8"
+    )
+    ctx = RunContext(config=load(root=project), echo=lambda _l: None, progress=lambda _: None)
+    for action in ("stop", "revert", "snapshot"):
+        with pytest.raises(ConfigError, match=f"vm.{action} changes the VM, but test_machine is not true"):
+            control.run(ctx, action, state="s1")

@@ -20,10 +20,18 @@ DEFAULT_STOP_TIMEOUT = 60.0
 PROBE_SCRIPT = ("Invoke-Batch.ps1", {"ItemsJson": "[]"})  # a shipped script that does nothing: one round trip
 
 
-def run(ctx: Any, action: str, *, target: str | None = None, state: str | None = None, timeout: float | None = None) -> int:
+CHANGING = ("stop", "revert", "snapshot")
+
+
+def run(ctx: Any, action: str, *, target: str | None = None, state: str | None = None, timeout: float | None = None, force: bool = False) -> int:
     if action not in ACTIONS:
         raise ConfigError(f"unknown VM action {action!r}", f"use one of: {', '.join(ACTIONS)}")
     section = ctx.config.target(target)
+    if action in CHANGING and not section.test_machine and section.transport != "wine" and not force:
+        raise ConfigError(
+            f"targets.{section.name}: vm.{action} changes the VM, but test_machine is not true",
+            f"set targets.{section.name}.test_machine = true for a disposable test VM, or pass --force",
+        )
     host = open_vm_host(ctx, section)
     if host is None:
         raise ConfigError(
