@@ -41,6 +41,7 @@ def main() -> int:
         shutil.copy(REPO / "tasks.py", project)
         shutil.copytree(REPO / "driver", project / "driver", ignore=shutil.ignore_patterns("target"))
         shutil.copytree(REPO / "inf", project / "inf")
+        (project / "none.toml").write_text("", encoding="utf-8")
         env = dict(os.environ, DRIVERPIPE_CONFIG=str(project / "none.toml"))
         os.environ["DRIVERPIPE_CONFIG"] = env["DRIVERPIPE_CONFIG"]
         invoke = [sys.executable, "-m", "invoke", "build"]

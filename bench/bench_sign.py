@@ -28,6 +28,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="driverpipe-bench-") as tmp:
         root = Path(tmp)
         shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
+        (root / "user.toml").write_text("", encoding="utf-8")
         os.environ.update(XDG_DATA_HOME=str(root / "data"), DRIVERPIPE_CONFIG=str(root / "user.toml"), PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring")
         from driverpipe import sign
         from driverpipe.config import load

@@ -41,6 +41,7 @@ def main() -> int:
             shutil.copy(REPO / name, project)
         for sub in ("driver", "inf", "vm/wine", "tests/vm"):
             shutil.copytree(REPO / sub, project / sub, ignore=ignore)
+        (base / "none.toml").write_text("", encoding="utf-8")
         env = dict(os.environ, XDG_STATE_HOME=str(base / "state"), XDG_DATA_HOME=str(base / "data"), DRIVERPIPE_CONFIG=str(base / "none.toml"))
         env.setdefault("DRIVERPIPE_PFX_PASSWORD", "bench-only-password")
         os.environ.update({k: env[k] for k in ("XDG_STATE_HOME", "XDG_DATA_HOME", "DRIVERPIPE_CONFIG", "DRIVERPIPE_PFX_PASSWORD")})

@@ -55,6 +55,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """
     (tmp_path / "pyproject.toml").write_text((REPO / "pyproject.toml").read_text(encoding="utf-8"), encoding="utf-8")
     user = tmp_path / "user-config.toml"
+    user.write_text("", encoding="utf-8")  # an explicit DRIVERPIPE_CONFIG must name an existing file
     monkeypatch.setenv("DRIVERPIPE_CONFIG", str(user))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     for var in list(os.environ):

@@ -38,6 +38,7 @@ FEATURE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_+./-]*$")
 MACHINES = {"amd64": 0x8664, "arm64": 0xAA64}
 SUBSYSTEMS = {1: "NATIVE", 2: "WINDOWS_GUI", 3: "WINDOWS_CUI"}
 ERROR_LINES_SHOWN = 40
+MAX_IMAGE_BYTES = 64 << 20  # drivers are KBs to a few MBs: refuse a "driver" of gigabytes before copying it
 
 
 @dataclass
@@ -384,9 +385,14 @@ def _preflight(ctx: RunContext, report: Any) -> CrateInfo:
 
 
 def _from_artifact(ctx: RunContext, info: CrateInfo, source: Path) -> BuildResult:
-    source = source.expanduser()
-    if not source.is_file():
+    source = Path(os.path.abspath(source.expanduser()))  # relative to where the task was started
+    if not source.exists():
         raise ConfigError(f"--from {source}: no such file", "pass the path of a built .dll or .sys")
+    if not source.is_file():
+        raise ConfigError(f"--from {source}: not a regular file (a directory or a device)", "pass the path of a built .dll or .sys")
+    size = source.stat().st_size
+    if size > MAX_IMAGE_BYTES:
+        raise ConfigError(f"--from {source}: {size >> 20} MiB is not a driver image (limit {MAX_IMAGE_BYTES >> 20} MiB)", "pass the driver's .dll/.sys")
     if source.suffix.lower() not in (".dll", ".sys"):
         raise ConfigError(f"--from {source}: expected a .dll or .sys", "pass the driver image, not the package folder or an archive")
     check_pe(source, str(ctx.config.project.build.arch), what="--from")

@@ -7,6 +7,7 @@ PipelineError into `error: ...` on stderr plus the error's exit code.
 
 from __future__ import annotations
 
+import errno
 import functools
 import importlib
 import sys
@@ -41,11 +42,30 @@ def guarded(fn: F) -> F:
             _fail(exc.one_line(), exc.exit_code)
         except KeyboardInterrupt:
             _fail("interrupted", ExitCode.INTERRUPTED)
+        except OSError as exc:
+            # Anything the steps did not translate (read-only or full disk, permissions): one line, never a traceback.
+            _fail(os_error_line(exc), ExitCode.ENVIRONMENT)
         if isinstance(result, int) and result != 0:
             raise TaskExit(result)
         return result
 
     return wrapper  # type: ignore[return-value]
+
+
+def os_error_line(exc: OSError) -> str:
+    """'<what failed>: <file>' plus a fix, for an OSError no step translated."""
+    where = f": {exc.filename}" if exc.filename else ""
+    why = exc.strerror or exc.__class__.__name__
+    fixes = {
+        errno.ENOSPC: "free disk space, then run again (no file was left half-written)",
+        errno.EACCES: "check the file's owner and permissions",
+        errno.EPERM: "check the file's owner and permissions",
+        errno.EROFS: "the file system is read-only: point artifacts_dir (or the output folder) somewhere writable",
+        errno.ENOTDIR: "a path component is a file, not a folder: fix the path",
+        errno.EISDIR: "that path is a folder: give a file",
+        errno.ENOENT: "check the path",
+    }
+    return f"error: {why}{where} (fix: {fixes.get(exc.errno or 0, 'check the path and its permissions')})"
 
 
 def make_context(dry: bool, flags: dict[str, Any] | None = None, verbose: bool = False, *, target: str | bool | None = False) -> Any:
@@ -147,7 +167,7 @@ def target_add(dry: bool, *, name: str, values: dict[str, Any], default: bool = 
     from .config import add_named_entry, coerce_text, load, name_problem, user_config_path
     from .schema import TARGET, Key
 
-    load()  # the project config must be valid before we touch the user file
+    load(allow_missing_user=True)  # the project config must be valid before we touch the user file (which may not exist yet)
     if name_problem(name):
         raise ConfigError(f"--name {name!r}: {name_problem(name)} (it becomes part of file names)", "use letters, digits, '.', '_' and '-'")
     checked: dict[str, Any] = {}

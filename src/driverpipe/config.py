@@ -393,7 +393,7 @@ def user_state_dir() -> Path:
     return base / "driverpipe"
 
 
-def load(root: Path | None = None, flags: Mapping[str, Any] | None = None, user_path: Path | None = None) -> Config:
+def load(root: Path | None = None, flags: Mapping[str, Any] | None = None, user_path: Path | None = None, *, allow_missing_user: bool = False) -> Config:
     """Load, merge and validate every layer. Raises ConfigError (exit 2) on the first problem."""
     root = root or find_project_root()
     pyproject = root / "pyproject.toml"
@@ -404,8 +404,13 @@ def load(root: Path | None = None, flags: Mapping[str, Any] | None = None, user_
 
     upath = user_path or user_config_path()
     raw_user: Any = {}
+    explicit = os.environ.get(USER_CONFIG_ENV)
     if upath.is_file():
         raw_user = _plain(read_toml(upath))
+    elif upath.exists():
+        raise ConfigError(f"{upath}: the user config is not a regular file", f"point {USER_CONFIG_ENV} at a TOML file")
+    elif explicit and user_path is None and not allow_missing_user:
+        raise ConfigError(f"{USER_CONFIG_ENV}={explicit}: no such file", f"create it (`invoke target-add ...` does) or unset {USER_CONFIG_ENV}")
     user = _Validator(str(upath)).table(raw_user, USER, "")
 
     # Cross-references between named entries.

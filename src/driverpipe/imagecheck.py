@@ -49,6 +49,8 @@ class ImageFacts:
     relocations: bool
     size: int
     data: bytes = field(repr=False, default=b"")
+    sections: list[tuple[str, int, int]] = field(default_factory=list)  # (name, raw offset, raw size)
+    headers_size: int = 0
 
     @property
     def model_guess(self) -> str:
@@ -117,6 +119,8 @@ def read_facts(path: Path) -> ImageFacts:
         relocations=bool(binary.has_relocations),
         size=len(data),
         data=data,
+        sections=[(str(sec.name), int(sec.pointerto_raw_data), int(sec.sizeof_raw_data)) for sec in binary.sections],
+        headers_size=int(oh.sizeof_headers),
     )
 
 
@@ -133,6 +137,13 @@ def check(path: Path, *, model: str, arch: str, texts: Iterable[str], error: typ
         raise error(f"image check: {name} is not PE32+ (optional header magic 0x{facts.magic:x})", f"build for a 64-bit target; {fix_build}")
     if want_machine is not None and facts.machine != want_machine:
         raise error(f"image check: {name} is for machine 0x{facts.machine:04x}, not {arch}", "build for the configured build.arch")
+    if facts.headers_size > facts.size or not facts.sections:
+        raise error(f"image check: {name} is truncated or has no sections", "rebuild it; a download or copy may have been cut")
+    for sec_name, offset, raw in facts.sections:
+        if raw and offset + raw > facts.size:
+            raise error(
+                f"image check: {name}'s section {sec_name} ends at 0x{offset + raw:x}, past the end of the file (0x{facts.size:x}): truncated", "rebuild it"
+            )
     if facts.subsystem != SUBSYSTEM_NATIVE:
         raise error(
             f"image check: {name} has subsystem {facts.subsystem}, not NATIVE (1): it will not load as a driver", f"link with /SUBSYSTEM:NATIVE; {fix_build}"

@@ -12,6 +12,7 @@ always uses the real transports.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import re
@@ -282,6 +283,19 @@ def collect_dumps(session: RegressSession, bugcheck: Bugcheck) -> list[str]:
     return local
 
 
+def preflight(session: RegressSession) -> None:
+    """Before any phase: the VM host answers, or (no VM host) the guest does and accepts the credentials.
+    An unreachable guest is one line and exit 3 here, not a wall of failed phases."""
+    session.ctx.step(f"checking that {session.target.name} answers")
+    vm = session.vm
+    if vm is not None:
+        vm.status()
+        return
+    from .deploy import ops_for
+
+    ops_for(session.guest).read_state(session.ctx)
+
+
 def leave_vm_safe(session: RegressSession) -> str:
     """Always leave the VM stopped (or reverted): never a half-tested guest running."""
     vm = session.vm
@@ -322,7 +336,7 @@ class RegressPlugin:
             record.duration_s = time.time() - record.started
             if report.skipped:
                 record.message = str(report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr)
-                record.status = "n/a" if "not applicable on " in record.message else "skipped"
+                record.status = "n/a" if "not applicable on " in record.message else ("not-run" if record.message.startswith("not run") else "skipped")
             elif report.failed:
                 message = _failure_line(report)
                 issue = self.session.known_issue(message)
@@ -424,6 +438,13 @@ def run(
     import pytest
 
     target_section = ctx.config.target(target)
+    for issue in ctx.config.project.regress.known_issues:
+        try:
+            re.compile(str(issue.get("match", "")))
+        except re.error as exc:
+            raise ConfigError(
+                f"regress.known_issues: {issue.get('id', '?')}: match {issue.get('match')!r} is not a valid regex ({exc})", "fix the pattern"
+            ) from None
     if not target_section.test_machine and target_section.transport != "wine":  # a Wine prefix is disposable by nature
         raise ConfigError(
             f"targets.{target_section.name}: regress loads, crashes and reverts the guest, but test_machine is false",
@@ -450,11 +471,15 @@ def run(
         ctx.say(f"[dry] reports would be written to {out}")
         return 0
     session = RegressSession(ctx=ctx, target=target_section, report_dir=out, faults=faults, guest_factory=guest_factory, vm_factory=vm_factory)
+    preflight(session)
     # importlib mode: the suite may be collected inside another pytest run (our own tests) without module-name clashes.
     args = [str(suite), "-p", "no:cacheprovider", "--import-mode=importlib", "-q", "-rN", "--no-header", "-m", "vm", *(pytest_args or [])]
     ctx.step(f"regression suite against {target_section.name}; reports in {out}")
+    out.mkdir(parents=True, exist_ok=True)
     try:
-        code = pytest.main(args, plugins=[RegressPlugin(session)])
+        # The suite's own output (tracebacks included) goes to the report folder, never the terminal.
+        with (out / "pytest-output.txt").open("w", encoding="utf-8") as sink, contextlib.redirect_stdout(sink):
+            code = pytest.main(args, plugins=[RegressPlugin(session)])
     except KeyboardInterrupt:
         session.interrupted = True
         code = ExitCode.INTERRUPTED

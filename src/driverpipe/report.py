@@ -22,7 +22,8 @@ from urllib.parse import quote
 from .files import write_atomic
 
 SCHEMA = "driverpipe-regress/1"
-STATUSES = ("pass", "fail", "known-issue", "skipped", "n/a", "error")  # n/a: cannot run on this kind of target
+# n/a: cannot run on this kind of target; not-run: skipped because an earlier phase aborted the run
+STATUSES = ("pass", "fail", "known-issue", "skipped", "n/a", "not-run", "error")
 FAILING = ("fail", "error")
 
 # XML 1.0 forbids most C0 controls, lone surrogates and U+FFFE/U+FFFF; guest text can hold any of them.
@@ -152,7 +153,7 @@ def junit_xml(report: RegressReport) -> bytes:
         tests=str(len(report.phases)),
         failures=str(counts["fail"]),
         errors=str(counts["error"]),
-        skipped=str(counts["skipped"] + counts["known-issue"] + counts["n/a"]),
+        skipped=str(counts["skipped"] + counts["known-issue"] + counts["n/a"] + counts["not-run"]),
         time=f"{report.duration_s:.3f}",
         timestamp=_iso(report.started),
     )
@@ -171,7 +172,7 @@ def junit_xml(report: RegressReport) -> bytes:
         elif p.status == "known-issue":
             # Reported, not hidden: JUnit has no "known issue", and skipped keeps the run green while showing the id.
             ET.SubElement(case, "skipped", message=text or f"known issue {p.known_issue_id}")
-        elif p.status in ("skipped", "n/a"):
+        elif p.status in ("skipped", "n/a", "not-run"):
             ET.SubElement(case, "skipped", message=text or p.status)
         out = [f"{t}\t{x}" for t, x in p.dbgprint]
         if p.artifacts:
@@ -355,7 +356,7 @@ def _md_cell(text: object, limit: int = 300) -> str:
 
 
 def markdown_summary(report: RegressReport) -> str:
-    icon = {"pass": "✅", "fail": "❌", "error": "⛔", "known-issue": "⚠️", "skipped": "⏭️", "n/a": "➖"}
+    icon = {"pass": "✅", "fail": "❌", "error": "⛔", "known-issue": "⚠️", "skipped": "⏭️", "n/a": "➖", "not-run": "⏸️"}
     counts = report.counts
     lines = [
         f"### Regression {_md_cell(report.target)}: {icon.get(report.verdict, '')} {report.verdict.upper()}",

@@ -48,6 +48,7 @@ def _user_config(root: Path, base: Path, *, machine: str = "q35", extra: str = "
             vm_host = "q"
             vm_name = "tiny"
             clean_state = "clean"
+            test_machine = true
             [vm_hosts.q]
             kind = "qemu"
             machine = "{machine}"

@@ -55,7 +55,7 @@ def sample() -> rep.RegressReport:
 
 def test_counts_and_verdict() -> None:
     r = sample()
-    assert r.counts == {"pass": 2, "fail": 1, "known-issue": 1, "skipped": 1, "n/a": 0, "error": 1}
+    assert r.counts == {"pass": 2, "fail": 1, "known-issue": 1, "skipped": 1, "n/a": 0, "not-run": 0, "error": 1}
     assert r.verdict == "fail"
     ok = rep.RegressReport("t", T0, T0 + 1, [rep.Phase("a"), rep.Phase("b", "known-issue", known_issue_id="K")])
     assert ok.verdict == "pass"  # known issues are reported, not failing

@@ -44,6 +44,23 @@ def _password(entry: Section, kind: str, *, required: bool) -> str | None:
     return resolve(env, ring, what=f"{kind}.{entry.name} password")
 
 
+def check_file(what: str, path: Path, *, marker: bytes = b"", fix: str) -> Path:
+    """A file a connection needs, checked before connecting: exists, is a regular readable file, looks right."""
+    try:
+        if not path.exists():
+            raise ConfigError(f"{what} {path}: no such file", fix)
+        if not path.is_file():
+            raise ConfigError(f"{what} {path}: not a regular file", fix)
+        data = path.read_bytes()
+    except PermissionError:
+        raise ConfigError(f"{what} {path}: permission denied", f"make it readable by this user; {fix}") from None
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: cannot read ({exc.strerror})", fix) from None
+    if marker and marker not in data:
+        raise ConfigError(f"{what} {path}: not what it should be (no {marker.decode()!r} block)", fix)
+    return path
+
+
 def _script_timeout(ctx: RunContext) -> float:
     return float(ctx.config.project.deploy.script_timeout)
 
@@ -69,7 +86,16 @@ def _open(ctx: RunContext, entry: Section, kind: str) -> Guest:
             ssl=w["ssl"],
             auth=w["auth"],
             cert_validation=w["cert_validation"],
-            ca_bundle=str(Path(w["ca_bundle"]).expanduser()) if w["ca_bundle"] else "",
+            ca_bundle=str(
+                check_file(
+                    f"{kind}.{entry.name}.winrm.ca_bundle",
+                    Path(w["ca_bundle"]).expanduser(),
+                    marker=b"-----BEGIN CERTIFICATE-----",
+                    fix="point it at the listener's certificate or a CA bundle in PEM (provisioning writes one)",
+                )
+            )
+            if w["ca_bundle"]
+            else "",
             allow_basic_http=w["allow_basic_http"],
             connection_timeout=w["connection_timeout"],
             read_timeout=w["read_timeout"],
@@ -84,6 +110,22 @@ def _open(ctx: RunContext, entry: Section, kind: str) -> Guest:
         if not entry.user:
             raise ConfigError(f"{kind}.{entry.name}.user: required for transport ssh", 'set user = "Administrator" (an admin account)')
         known = Path(s["known_hosts"]).expanduser() if s["known_hosts"] else Path.home() / ".ssh" / "known_hosts"
+        if s["key_file"]:
+            check_file(
+                f"{kind}.{entry.name}.ssh.key_file",
+                Path(s["key_file"]).expanduser(),
+                marker=b"PRIVATE KEY-----",
+                fix="point it at an OpenSSH/PEM private key (ssh-keygen -t ed25519), or leave it empty to use the agent",
+            )
+        if known.exists():
+            try:
+                check_file(f"{kind}.{entry.name}.ssh.known_hosts", known, fix="fix or recreate it (ssh-keyscan -p PORT HOST >> FILE)").read_text(
+                    encoding="utf-8"
+                )
+            except UnicodeDecodeError:
+                raise ConfigError(
+                    f"{kind}.{entry.name}.ssh.known_hosts {known}: not UTF-8 text", "recreate it with ssh-keyscan, or point ssh.known_hosts elsewhere"
+                ) from None
         return SSHGuest(
             name=entry.name,
             host=entry.host,
