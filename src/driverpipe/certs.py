@@ -29,6 +29,8 @@ import json
 import os
 import re
 import secrets
+import stat
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -280,8 +282,26 @@ def file_cert_paths(ctx: Any) -> dict[str, Path]:
 
 
 def _ensure_private_dir(folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    os.chmod(folder, 0o700)
+    """The private key's folder: created 0700, or an existing one that only this user can write.
+
+    An existing folder is never chmod-ed: `sign.cert_dir = "/tmp"` must not strip /tmp's sticky
+    bit, and a folder others can write is no place for a private key."""
+    if not folder.exists():
+        folder.mkdir(parents=True, mode=0o700)
+        os.chmod(folder, 0o700)  # mkdir's mode is filtered by the umask
+        return
+    if not folder.is_dir():
+        raise ConfigError(f"sign.cert_dir {folder} is not a directory", "point sign.cert_dir at a folder (or leave it empty)")
+    if sys.platform == "win32":
+        return
+    st = folder.stat()
+    if st.st_uid != os.getuid():
+        raise ConfigError(f"sign.cert_dir {folder} belongs to another user (uid {st.st_uid})", "use a folder you own (or leave sign.cert_dir empty)")
+    if st.st_mode & 0o022:
+        raise ConfigError(
+            f"sign.cert_dir {folder} is writable by group or others (mode {stat.filemode(st.st_mode)}): no place for a private key",
+            f"chmod 700 {folder} yourself, or use another folder (or leave sign.cert_dir empty)",
+        )
 
 
 def _check_repo(ctx: Any, folder: Path) -> None:

@@ -421,6 +421,11 @@ def load(root: Path | None = None, flags: Mapping[str, Any] | None = None, user_
             raise ConfigError(f"{upath}: targets.{tname}.host: required for transport {target['transport']}", 'set host = "ADDRESS"')
         if target["transport"] == "winrm":
             w = target["winrm"]
+            if w["auth"] == "basic" and w["ssl"] and not w["cert_validation"] and not w["allow_unverified_basic"]:
+                raise ConfigError(
+                    f"{upath}: targets.{tname}.winrm: Basic auth without certificate validation sends the password to whoever answers",
+                    "set ca_bundle to the listener's certificate and cert_validation = true, or allow_unverified_basic = true deliberately",
+                )
             if w["auth"] == "basic" and not w["ssl"] and not w["allow_basic_http"]:
                 raise ConfigError(
                     f"{upath}: targets.{tname}.winrm: Basic auth over plain HTTP sends the password in clear text",

@@ -24,11 +24,14 @@ chain to our certificate via -CAfile, catalog membership) and, on Windows,
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -133,7 +136,9 @@ def choose_backend(ctx: Any) -> Backend:
 # --------------------------------------------------------------------------- argv builders
 
 
-def signtool_sign_argv(ctx: Any, tool: Path, cert: TestCert, target: Path, *, page_hashes: bool) -> list[str]:
+def signtool_sign_argv(ctx: Any, tool: Path, cert: TestCert, target: Path, *, page_hashes: bool, pfx: Path | None = None) -> list[str]:
+    """signtool's command line. File-based certificates are passed as `pfx`: a short-lived
+    PKCS#12 without a password (signing_pfx), so no password is ever on a command line."""
     sign = ctx.config.project.sign
     argv = [str(tool), "sign", "/v", "/fd", "sha256"]
     if page_hashes:
@@ -141,9 +146,9 @@ def signtool_sign_argv(ctx: Any, tool: Path, cert: TestCert, target: Path, *, pa
     if cert.store:
         argv += ["/s", cert.store, "/n", cert.common_name]
     else:
-        if cert.pfx is None or cert.password is None:
-            raise EnvironmentProblem("signtool needs the PFX and its password", f"export {sign.pfx_password_env}=... or run `invoke sign --new-cert`")
-        argv += ["/f", str(cert.pfx), "/p", cert.password]  # password registered with REDACT before this point
+        if pfx is None:
+            raise EnvironmentProblem("signtool needs the test key and certificate files", f"export {sign.pfx_password_env}=... or run `invoke sign --new-cert`")
+        argv += ["/f", str(pfx)]
     if sign.timestamp_url:
         argv += ["/tr", sign.timestamp_url, "/td", "sha256"]
     if sign.description:
@@ -165,11 +170,39 @@ def osslsigncode_sign_argv(ctx: Any, tool: Path, cert: TestCert, src: Path, out:
     return [*argv, "-in", str(src), "-out", str(out)]
 
 
+@contextlib.contextmanager
+def signing_pfx(ctx: Any, cert: TestCert) -> Iterator[Path | None]:
+    """For signtool with a file-based certificate: the key and certificate as a PKCS#12 without a
+    password, 0600 in the certificate's own private folder, deleted right after. signtool's `/p`
+    would put the PFX password on a command line, where other local users can read it."""
+    if cert.store or cert.key is None or cert.crt is None:
+        yield None
+        return
+    path = cert.key.with_name(f".{cert.key.stem}.{os.getpid()}.signing.pfx")
+    if ctx.dry:
+        yield path
+        return
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import NoEncryption, load_pem_private_key, pkcs12
+
+    key = load_pem_private_key(cert.key.read_bytes(), password=None)
+    crt = x509.load_pem_x509_certificate(cert.crt.read_bytes())
+    data = pkcs12.serialize_key_and_certificates(b"driverpipe-test-signing", key, crt, None, NoEncryption())  # type: ignore[arg-type]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
 def _sign_file(ctx: Any, backend: Backend, cert: TestCert, target: Path, *, page_hashes: bool) -> None:
     what = f"sign {target.name}"
     if backend.name == "signtool":
         # signtool signs in place (it replaces an existing signature).
-        ctx.runner.run(signtool_sign_argv(ctx, backend.tool, cert, target, page_hashes=page_hashes), what=f"signtool {what}", timeout=300)
+        with signing_pfx(ctx, cert) as pfx:
+            ctx.runner.run(signtool_sign_argv(ctx, backend.tool, cert, target, page_hashes=page_hashes, pfx=pfx), what=f"signtool {what}", timeout=300)
         return
     # osslsigncode writes a new file: sign into a temp file, then replace, so a failure never leaves half a .sys.
     tmp = target.with_name(f".{target.name}.signing")

@@ -222,8 +222,9 @@ def test_pfx_flow_dry_hides_password_and_adds_timestamp(win: Fakes, project: Pat
     assert cert.store is None and cert.pfx is not None
     sign.sign_package(ctx, pkg, NAME, backend=backend, cert=cert)
     text = "\n".join(out)
-    pfx = str(cert.pfx)
-    assert f"/f {pfx} /p '***' /tr http://timestamp.example.test /td sha256" in text or f"/f {pfx} /p *** /tr" in text
+    signing = cert.key.with_name(f".{cert.key.stem}.{os.getpid()}.signing.pfx") if cert.key else None
+    assert f"/f {signing} /tr http://timestamp.example.test /td sha256" in text, text
+    assert "/p" not in text.split(), "no password on signtool's command line"
     assert "s3cret-pfx-pass" not in text
     assert win.calls() == []  # --dry runs nothing
     assert sorted(p.name for p in pkg.iterdir()) == before

@@ -21,6 +21,7 @@ from .dry import DryGuest
 from .errors import NOT_ADMIN, NOT_ADMIN_FIX
 
 DEFAULT_PORTS = {"ssh": 22}
+_WARNED: set[str] = set()
 
 
 def _where(ctx: RunContext, entry: Section, transport: str) -> str:
@@ -76,6 +77,9 @@ def _open(ctx: RunContext, entry: Section, kind: str) -> Guest:
         w = entry.winrm
         if w["auth"] == "certificate":
             raise ConfigError(f"{kind}.{entry.name}.winrm.auth: certificate auth is not supported yet", "use negotiate/ntlm (or kerberos) with password_env")
+        if not w["cert_validation"] and entry.name not in _WARNED:
+            _WARNED.add(entry.name)  # once per run
+            ctx.say(f"warning: {kind}.{entry.name}.winrm.cert_validation = false: the listener's identity is not checked (set ca_bundle instead)")
         password = _password(entry, kind, required=w["auth"] != "kerberos")
         return WinRMGuest(
             name=entry.name,
