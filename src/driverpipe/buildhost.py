@@ -23,7 +23,7 @@ from .build import BuildResult, _record, _show_errors, cargo_argv, classify_fail
 from .config import Section
 from .context import RunContext
 from .errors import ConfigError, StepFailed
-from .files import sha256_file
+from .files import safe_basename, sha256_file
 from .preflight import CrateInfo
 
 SCRIPT = "Invoke-RemoteCargoBuild.ps1"
@@ -159,7 +159,7 @@ def _collect(ctx: RunContext, guest: Any, result: Any, host: str) -> dict[str, P
     dest.mkdir(parents=True, exist_ok=True)
     local: dict[str, Path] = {}
     for kind, (remote, sha) in found.items():
-        name = remote.replace("\\", "/").rsplit("/", 1)[-1]
+        name = safe_basename(remote, f"{host}: build artifact")
         final = dest / name
         partial = dest / f".{name}.partial"
         guest.pull(remote, partial)

@@ -429,13 +429,9 @@ def _validate(ctx: Any, cert_der: bytes, key_pem: bytes | None, *, where: str) -
 
 def powershell_argv(ps: Path, script: Path, params: dict[str, Any]) -> list[str]:
     """`powershell.exe -File script -Name value ...`: parameters bound by name, no string-built code."""
-    argv = [str(ps), "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-File", str(script)]
-    for name, value in params.items():
-        if value is True:
-            argv.append(f"-{name}")
-        elif value not in (None, False):
-            argv += [f"-{name}", str(value)]
-    return argv
+    from .guest.psencode import file_argv
+
+    return file_argv(str(ps), str(script), params)
 
 
 def ensure_store_cert(ctx: Any, cer_path: Path, rotate: bool = False) -> TestCert:

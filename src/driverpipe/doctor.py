@@ -256,7 +256,7 @@ def _render(checks: list[Check]) -> str:
     lines = [f"{'check'.ljust(widths[0])}  {'status'.ljust(widths[1])}  {'detail'.ljust(widths[2])}  how to fix"]
     lines.append("-" * len(lines[0]))
     for c in checks:
-        detail = c.detail if len(c.detail) <= 60 else c.detail[:57] + "..."
+        detail = c.detail
         lines.append(f"{c.name.ljust(widths[0])}  {c.status.ljust(widths[1])}  {detail.ljust(widths[2])}  {c.fix}".rstrip())
     return "\n".join(lines)
 

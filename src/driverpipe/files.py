@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -51,3 +52,18 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def safe_basename(remote: str, what: str) -> str:
+    """The last component of a path that came from a guest or build host, safe as a local file name.
+
+    Separators of both kinds end a component; '', '.', '..', a bare drive ('C:') and
+    names with NUL or ':' are refused (one line), so a remote name can never point
+    outside the local folder it is written into.
+    """
+    from .errors import StepFailed
+
+    name = re.split(r"[\\/]", str(remote))[-1].strip()
+    if name in ("", ".", "..") or re.fullmatch(r"[A-Za-z]:", name) or "\0" in name or ":" in name:
+        raise StepFailed(f"{what}: the remote path {remote!r} has no usable file name", "check what the guest or build host reported")
+    return name

@@ -24,6 +24,7 @@ from typing import Any
 
 from .context import RunContext
 from .errors import ConfigError, EnvironmentProblem, ExitCode, PipelineError
+from .files import safe_basename
 
 SUITE_DIR = ("tests", "vm")
 
@@ -272,7 +273,11 @@ def collect_dumps(session: RegressSession, bugcheck: Bugcheck) -> list[str]:
     out_dir = session.report_dir / "dumps"
     local: list[str] = []
     for remote in bugcheck.dump_files:
-        name = re.split(r"[\\/]", remote)[-1]
+        try:
+            name = safe_basename(remote, "crash dump")
+        except PipelineError as exc:
+            session.ctx.step(exc.message)
+            continue
         dest = out_dir / name
         try:
             out_dir.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ from .context import RunContext
 from .dbgview import LogLine, LogTail
 from .errors import ConfigError, EnvironmentProblem, StepFailed
 from .expect import Expectation, Matcher, Verdict, render_markdown, render_table
-from .files import write_atomic
+from .files import safe_basename, write_atomic
 from .guestops import LogSource
 
 PHASES = ("load", "unload", "failed_load")
@@ -254,7 +254,7 @@ def windows_collect_logs(ctx: RunContext, guest: Any, target: Any, dest: Path) -
             remote = str(entry.get("path", ""))
             if not remote:
                 continue
-            local = dest / sub / ntpath.basename(remote)
+            local = dest / sub / safe_basename(remote, "capture log")
             _pull_atomic(guest, remote, local)
             pulled.append(local)
     return pulled

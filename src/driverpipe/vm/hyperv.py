@@ -24,6 +24,7 @@ from typing import Any
 
 from ..config import Section
 from ..errors import ConfigError, EnvironmentProblem, StepFailed
+from ..guest.psencode import file_argv
 from ..runner import last_meaningful_line
 from .base import VmEvent, VmState, VmStatus
 
@@ -61,12 +62,10 @@ def script_path(name: str) -> Path:
 
 def powershell_argv(script: Path, params: Mapping[str, Any]) -> list[str]:
     """powershell.exe -File argv with each parameter bound by name (never script text)."""
-    argv = [POWERSHELL, "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-File", str(script)]
-    for name, value in params.items():
+    for value in params.values():
         if isinstance(value, bool):
             raise TypeError("pass On/Off strings, not booleans, through -File")  # -File can't bind $true
-        argv += [f"-{name}", str(value)]
-    return argv
+    return file_argv(POWERSHELL, str(script), params)
 
 
 def parse_result(stdout: str, script: str) -> dict[str, Any]:
