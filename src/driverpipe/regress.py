@@ -326,6 +326,14 @@ class RegressPlugin:
     def pytest_runtest_setup(self, item: Any) -> None:
         self.session.begin(item.name)
         self.session.hung = ""
+        self.session.ctx.step(f"phase {item.name}")  # the suite's own output goes to the report: show progress here
+
+    def pytest_runtest_logfinish(self, nodeid: str, location: Any) -> None:
+        record = self.session.current
+        if record is not None:
+            self.session.ctx.step(
+                f"  {record.status} ({record.duration_s:.1f} s)" + (f": {record.message}" if record.status not in ("pass",) and record.message else "")
+            )
 
     def pytest_runtest_makereport(self, item: Any, call: Any) -> None:
         from .guest.errors import GuestTimeout
