@@ -44,7 +44,11 @@ MAX_LINE_BYTES = 64 * 1024
 _ELAPSED = re.compile(r"\d+\.\d+\Z")
 _CLOCK = re.compile(r"(\d{1,2}):(\d{2}):(\d{2})(?:[.,](\d{1,7}))?")
 _AMPM = re.compile(r"(?<![A-Za-z])([AaPp])\.?\s?[Mm]\.?(?![A-Za-z])")
+# Locale AM/PM markers, before or after the time (Korean, Chinese, Japanese, German).
+_LOCAL_PM = {"오후", "下午", "午後", "nachm."}
+_LOCAL_AMPM = re.compile(r"오전|오후|上午|下午|午前|午後|vorm\.|nachm\.", re.I)
 _PID = re.compile(r"\[(\d{1,10})\] ")
+_TRAILING_TAB = re.compile(r"\t[\t ]*\Z")
 _HEADER = re.compile(r"\[\\\\[^\]\t]*\]\Z")
 
 
@@ -89,8 +93,9 @@ def clock_seconds(text: str) -> float | None:
     hour, minute, second = int(m.group(1)), int(m.group(2)), int(m.group(3))
     frac = float("0." + m.group(4)) if m.group(4) else 0.0
     ampm = _AMPM.search(text)
-    if ampm is not None:
-        pm = ampm.group(1) in "Pp"
+    local = _LOCAL_AMPM.search(text)
+    if ampm is not None or local is not None:
+        pm = (ampm.group(1) in "Pp") if ampm is not None else (local is not None and local.group(0).lower() in _LOCAL_PM)
         if pm and hour < 12:
             hour += 12
         elif not pm and hour == 12:
@@ -129,8 +134,8 @@ def parse_line(raw: bytes | str) -> LogLine:
             elif _CLOCK.search(time_text):
                 clock = time_text
             if elapsed is not None or clock is not None:
-                # DebugView ends many lines with a tab; the message itself never does.
-                message = message.rstrip("\t\r\n")
+                # DebugView ends many lines with a tab (copies add spaces after it); the message itself never does.
+                message = _TRAILING_TAB.sub("", message.rstrip("\r\n"))
                 pid: int | None = None
                 m = _PID.match(message)
                 if m is not None:
@@ -160,8 +165,8 @@ class _Splitter:
 
     def _decide(self, final: bool) -> bool:
         buf = self.buffer
-        if len(buf) < 3 and not final:
-            return False
+        if len(buf) < 4 and not final:
+            return False  # a BOM is up to 3 bytes and BOM-less UTF-16 needs 4 to be told from 8-bit text
         head = bytes(buf[:2])
         if head in _UTF16:
             self.encoding = _UTF16[head]

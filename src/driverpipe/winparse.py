@@ -1,4 +1,4 @@
-"""Parsers for Windows tool output: sc.exe and bcdedit.exe, plus sc.exe error diagnosis.
+"""Parsers for Windows tool output: sc.exe, bcdedit.exe, verifier.exe, pnputil.exe, plus sc.exe error diagnosis.
 
 Their text is localized (the word FAILED, the system messages, bcdedit headings),
 so we read numbers and layout, never words: the Win32 code before the colon of
@@ -21,13 +21,27 @@ from typing import Any
 _SC_FAILED = re.compile(r"\[SC\]\s+([\w:]+?)\s+\D*?(\d+)\s*:")
 _SC_SUCCESS = re.compile(r"\[SC\]\s+([\w:]+)\s+(\S+)\s*$")
 _QUOTE_PREFIX = re.compile(r"^\s*//\s?")
-_PROMPT = re.compile(r"^\s*(?:PS\b[^>]*>|[A-Za-z]:\\[^>]*>|>)")
-_FIELD = re.compile(r"^\s*([A-Z][A-Z0-9_]*)\s*:\s?(.*?)\s*$")
+# Prompts end a block: `C:\x>`, `PS C:\x>`, `cmd>`, `>`, also markdown-decorated (`` `C:\x>` ``, `**PS C:\>**`, `> C:\x>`).
+_PROMPT = re.compile(r"^\s*(?:[`*_]+|>\s)*\s*(?:PS\b[^>]*>|[A-Za-z]:\\[^>]*>|\w+>|>)")
+# `LABEL : value`; the label may be localized (NOMBRE_SERVICIO, CÓD_SALIDA_WIN32, 服务名称...): any text without a colon.
+_FIELD = re.compile(r"^\s*([^\s:][^:]*?)\s*:\s?(.*?)\s*$")
 _LEADING_INT = re.compile(r"^\s*(-?\d+)\b\s*(.*)$")
+
+
+def normalize_text(text: str) -> str:
+    """Tool output as text whatever way it was read: BOMs stripped, and UTF-16LE that was read
+    as single-byte text (a NUL after every ASCII character) decoded, never a silent empty parse."""
+    if text.count("\x00") * 4 >= len(text) > 0:
+        try:
+            text = text.encode("latin-1").decode("utf-16-le", "replace")
+        except UnicodeEncodeError:
+            text = text.replace("\x00", "")
+    return text.replace("\ufeff", "")
 
 
 def _lines(text: str) -> list[str]:
     """Lines without CR and without a '// ' quoting prefix."""
+    text = normalize_text(text)
     return [_QUOTE_PREFIX.sub("", line.rstrip("\r")) for line in text.replace("\r\n", "\n").split("\n")]
 
 
@@ -62,6 +76,7 @@ class ScResult:
     pid: int | None = None
     start_type: int | None = None
     binary_path: str | None = None
+    records: list[ScRecord] = field(default_factory=list)  # every service block, in order
 
     @property
     def failed(self) -> bool:
@@ -89,22 +104,89 @@ def _int_field(value: str | None) -> tuple[int | None, str]:
     return int(m.group(1)), m.group(2).strip()
 
 
-def parse_sc_output(text: str) -> ScResult:
-    """Parse sc.exe output (start/stop/create/config/delete/query/queryex/qc)."""
+ENGLISH_FIELDS = (
+    "SERVICE_NAME", "DISPLAY_NAME", "TYPE", "STATE", "WIN32_EXIT_CODE", "SERVICE_EXIT_CODE", "CHECKPOINT", "WAIT_HINT", "PID", "FLAGS",
+    "START_TYPE", "ERROR_CONTROL", "BINARY_PATH_NAME", "LOAD_ORDER_GROUP", "TAG", "DEPENDENCIES", "SERVICE_START_NAME",
+)  # fmt: skip
+# The value words stay English in every display language: they identify a field whose label is localized.
+_STATE_WORDS = {"STOPPED", "START_PENDING", "STOP_PENDING", "RUNNING", "CONTINUE_PENDING", "PAUSE_PENDING", "PAUSED"}
+_START_WORDS = {"BOOT_START", "SYSTEM_START", "AUTO_START", "DEMAND_START", "DISABLED"}
+_ERROR_WORDS = {"IGNORE", "NORMAL", "SEVERE", "CRITICAL"}
+_TYPE_WORD = re.compile(r"^(?:KERNEL_DRIVER|FILE_SYSTEM_DRIVER|WIN32\w*|USER_\w+|INTERACTIVE\w*|ADAPTER|RECOGNIZER_DRIVER)\b")
+_EXIT_VALUE = re.compile(r"^-?\d+\s+\(0x[0-9a-fA-F]+\)")
+_HEX_VALUE = re.compile(r"^0x[0-9a-fA-F]+$")
+
+
+def _canonical(fields: list[tuple[str, str]]) -> dict[str, str]:
+    """A record's fields under their English names: by label when English, else by the value's shape
+    and the fixed order sc.exe prints them in (query: name, type, state, exit codes, checkpoint, wait hint,
+    pid, flags; qc: name, type, start type, error control, binary path, ...)."""
+    out: dict[str, str] = {}
+    exits = ("WIN32_EXIT_CODE", "SERVICE_EXIT_CODE")
+    hexes = ("CHECKPOINT", "WAIT_HINT")
+    for i, (label, value) in enumerate(fields):
+        upper = label.strip().upper()
+        if upper in ENGLISH_FIELDS:
+            out.setdefault(upper, value)
+            continue
+        number, word = _int_field(value)
+        word0 = word.split()[0] if word else ""
+        if i == 0:
+            out.setdefault("SERVICE_NAME", value)
+        elif number is not None and word0 in _STATE_WORDS:
+            out.setdefault("STATE", value)
+        elif number is not None and word0 in _START_WORDS:
+            out.setdefault("START_TYPE", value)
+        elif number is not None and word0 in _ERROR_WORDS:
+            out.setdefault("ERROR_CONTROL", value)
+        elif number is not None and (_TYPE_WORD.match(word) or (not word and "TYPE" not in out and "STATE" not in out)):
+            out.setdefault("TYPE", value)
+        elif _EXIT_VALUE.match(value):
+            out.setdefault(next((k for k in exits if k not in out), "SERVICE_EXIT_CODE"), value)
+        elif _HEX_VALUE.match(value.strip()):
+            out.setdefault(next((k for k in hexes if k not in out), "WAIT_HINT"), value)
+        elif "WAIT_HINT" in out and number is not None and not word and "PID" not in out:
+            out.setdefault("PID", value)
+        elif "ERROR_CONTROL" in out and "BINARY_PATH_NAME" not in out:
+            out["BINARY_PATH_NAME"] = value
+        elif i == 1 and "TYPE" not in out:
+            out.setdefault("DISPLAY_NAME", value)
+    return out
+
+
+@dataclass
+class ScRecord:
+    """One service's block in sc.exe output (a `sc query` without a name lists many)."""
+
+    fields: dict[str, str]  # under English names, whatever language the labels were in
+    flags: str = ""
+
+
+def parse_sc_output(text: str, service: str | None = None) -> ScResult:
+    """Parse sc.exe output (start/stop/create/config/delete/query/queryex/qc), in any display language.
+
+    With several service records (a `sc query` listing), the one named `service` is chosen
+    (the first one without a name); every record is kept in `records`.
+    """
     result = ScResult()
-    last_field: str | None = None
-    in_failure = False  # between a FAILED line and the next [SC]/prompt line: the system message
+    in_failure = False  # between a FAILED line and the end of its paragraph: the system message
     message: list[str] = []
+    blocks: list[list[tuple[str, str]]] = []
+    flags: list[str] = []
+    block: list[tuple[str, str]] | None = None
+    last_label: str | None = None
     for line in _lines(text):
         if _PROMPT.match(line):
-            last_field = None
-            in_failure = False
+            in_failure, block = False, None
             continue
         stripped = line.strip()
         if not stripped:
+            block = None
+            if in_failure and message:  # the system message is one paragraph, after a blank line
+                in_failure = False
             continue
         if "[SC]" in stripped:
-            in_failure = False
+            in_failure, block = False, None
             failed = _SC_FAILED.search(stripped)
             if failed:
                 in_failure = not result.failed  # keep the first failure's message only
@@ -117,16 +199,30 @@ def parse_sc_output(text: str) -> ScResult:
         if in_failure:
             message.append(stripped)
             continue
+        if stripped.startswith("(") and block is not None:
+            if last_label is not None and len(flags) == len(blocks):
+                flags[-1] = stripped  # the STATE line's (STOPPABLE, ...) continuation
+            continue
         m = _FIELD.match(line)
         if m:
-            key, value = m.group(1), m.group(2)
-            result.fields[key] = value
-            last_field = key
-            continue
-        if last_field == "STATE" and stripped.startswith("("):
-            result.flags = stripped
+            if block is None:
+                block = []
+                blocks.append(block)
+                flags.append("")
+            block.append((m.group(1), m.group(2)))
+            last_label = m.group(1)
     result.message = " ".join(message)
-    f = result.fields
+    result.records = [ScRecord(_canonical(b), flags[i]) for i, b in enumerate(blocks)]
+    chosen = next((r for r in result.records if service and r.fields.get("SERVICE_NAME", "").strip().lower() == service.lower()), None)
+    if chosen is None and result.records and not service:
+        chosen = result.records[0]
+    if chosen is None and len(result.records) == 1:
+        chosen = result.records[0]  # one record whose name line was cut off or differs in case/spacing
+    if chosen is None:
+        return result
+    f = chosen.fields
+    result.fields = dict(f)
+    result.flags = chosen.flags
     result.service_name = (f["SERVICE_NAME"].strip() or None) if "SERVICE_NAME" in f else None
     result.type, _ = _int_field(f.get("TYPE"))
     result.state, name = _int_field(f.get("STATE"))
@@ -183,9 +279,30 @@ _GUIDISH = re.compile(r"^\{[^{}\s]+\}$")
 _VALUE_COLUMN = 24  # bcdedit pads keys to this column
 
 
+# A log or CI prefix before each line: `2024-05-01 12:00:00.123 `, `[12:00:00] `, `INFO: `, `[+] `, `##[debug]`.
+_LOG_PREFIX = re.compile(
+    r"^(?:\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?\s+|\[\d{1,2}:\d{2}:\d{2}(?:[.,]\d+)?\]\s*"
+    r"|(?:INFO|DEBUG|WARN(?:ING)?|ERROR|TRACE)\s*[:|-]\s*|\[[+*!-]\]\s|##\[\w+\])"
+)
+
+
+def _strip_log_prefix(lines: list[str]) -> list[str]:
+    """Remove a log prefix only when most non-blank lines carry one (a real bcdedit line never does)."""
+    body = [ln for ln in lines if ln.strip()]
+    prefixed = [ln for ln in body if _LOG_PREFIX.match(ln)]
+    if not body or len(prefixed) * 2 < len(body):
+        return lines
+    out = []
+    for line in lines:
+        m = _LOG_PREFIX.match(line)
+        out.append(line[m.end() :] if m else line)
+    return out
+
+
 def parse_bcdedit(text: str) -> list[BcdEntry]:
     """Sections of `bcdedit` / `bcdedit /enum ...` output, found by the dashed underline of each heading."""
-    lines = [_HEADING_ARTIFACT.sub("", line) if not line.startswith((" ", "\t")) else line for line in _lines(text)]
+    raw = _strip_log_prefix(_lines(text))
+    lines = [_HEADING_ARTIFACT.sub("", line) if not line.startswith((" ", "\t")) else line for line in raw]
     entries: list[BcdEntry] = []
     current: BcdEntry | None = None
     last_key: str | None = None
@@ -225,8 +342,65 @@ def parse_bcdedit(text: str) -> list[BcdEntry]:
     return entries
 
 
-_YES = {"yes", "ja", "oui", "sí", "si", "sim", "да", "はい", "是", "예", "tak", "ano", "evet", "igen", "kyllä"}
-_NO = {"no", "nein", "non", "não", "nao", "нет", "いいえ", "否", "아니요", "nie", "ne", "hayır", "nem", "ei"}
+# bcdedit prints booleans in the display language (the only words read here, because it has no numbers for them).
+_YES = {
+    "yes",
+    "ja",
+    "oui",
+    "sí",
+    "si",
+    "sì",
+    "sim",
+    "да",
+    "так",
+    "はい",
+    "是",
+    "예",
+    "tak",
+    "ano",
+    "áno",
+    "evet",
+    "igen",
+    "kyllä",
+    "on",
+    "true",
+    "nai",
+    "ναι",
+    "כן",
+    "نعم",
+    "ใช่",
+    "có",
+    "ya",
+    "da",
+}
+_NO = {
+    "no",
+    "nein",
+    "non",
+    "não",
+    "nao",
+    "нет",
+    "ні",
+    "いいえ",
+    "否",
+    "아니요",
+    "nie",
+    "ne",
+    "nee",
+    "nej",
+    "hayır",
+    "nem",
+    "ei",
+    "off",
+    "false",
+    "όχι",
+    "לא",
+    "لا",
+    "ไม่",
+    "không",
+    "tidak",
+    "nu",
+}
 
 
 def bcd_bool(value: str | None) -> bool | None:
@@ -241,6 +415,39 @@ def bcd_bool(value: str | None) -> bool | None:
     return None
 
 
+@dataclass
+class BcdSetResult:
+    """What `bcdedit /set ...` did: ok, secure-boot (the value is protected by Secure Boot policy),
+    access-denied (not elevated), or error; `message` is its last line."""
+
+    outcome: str
+    message: str
+
+
+# The Secure Boot refusal: its message names the policy; the product name often stays untranslated.
+_SECURE_BOOT = re.compile(
+    r"secure\s*boot|sicheren\s+start|démarrage\s+sécurisé|arranque\s+seguro|avvio\s+protetto|безопасн\w+\s+загрузк|セキュア\s*ブート|安全启动|보안\s*부팅", re.I
+)
+_DENIED = re.compile(
+    r"access\s+is\s+denied|zugriff\s+verweigert|accès\s+refusé|acceso\s+denegado|accesso\s+negato|отказано\s+в\s+доступе|アクセスが拒否|拒绝访问|액세스가\s*거부",
+    re.I,
+)
+
+
+def parse_bcdedit_set(rc: int | None, text: str) -> BcdSetResult:
+    """The outcome of `bcdedit /set`: its exit code decides success; the words only say why it failed."""
+    lines = [ln.strip() for ln in _strip_log_prefix(_lines(text)) if ln.strip() and not _PROMPT.match(ln)]
+    last = lines[-1] if lines else ""
+    if rc == 0:
+        return BcdSetResult("ok", last)
+    joined = " ".join(lines)
+    if _SECURE_BOOT.search(joined):
+        return BcdSetResult("secure-boot", last)
+    if _DENIED.search(joined):
+        return BcdSetResult("access-denied", last)
+    return BcdSetResult("error", last)
+
+
 def find_entry(entries: list[BcdEntry], entry: str = "{current}") -> BcdEntry | None:
     for e in entries:
         if e.identifier and e.identifier.lower() == entry.lower():
@@ -248,6 +455,8 @@ def find_entry(entries: list[BcdEntry], entry: str = "{current}") -> BcdEntry | 
     loaders = [e for e in entries if e.get("osdevice") is not None or e.get("systemroot") is not None]
     if entry.lower() in ("{current}", "{default}") and len(loaders) == 1:
         return loaders[0]  # `bcdedit /enum {current}` shows one loader, sometimes with its GUID (/v)
+    if entry.lower() in ("{current}", "{default}") and len(entries) == 1 and entries[0].heading == "" and entries[0].get("testsigning"):
+        return entries[0]  # a filtered listing without a heading (`bcdedit | findstr testsigning`)
     return None
 
 
@@ -290,6 +499,15 @@ _NAMES = {
     1072: "ERROR_SERVICE_MARKED_FOR_DELETE",
     1073: "ERROR_SERVICE_EXISTS",
     1275: "ERROR_DRIVER_BLOCKED",
+    3: "ERROR_PATH_NOT_FOUND",
+    50: "ERROR_NOT_SUPPORTED",
+    87: "ERROR_INVALID_PARAMETER",
+    123: "ERROR_INVALID_NAME",
+    193: "ERROR_BAD_EXE_FORMAT",
+    216: "ERROR_EXE_MACHINE_TYPE_MISMATCH",
+    225: "ERROR_VIRUS_INFECTED",
+    1450: "ERROR_NO_SYSTEM_RESOURCES",
+    4551: "ERROR_SYSTEM_INTEGRITY_POLICY_VIOLATION",
 }
 
 
@@ -353,4 +571,25 @@ def diagnose_sc_error(code: int, *, context: Mapping[str, Any] | None = None) ->
             "(HKLM\\SYSTEM\\CurrentControlSet\\Control\\DeviceGuard\\Scenarios\\HypervisorEnforcedCodeIntegrity Enabled=0) "
             "and `bcdedit /set testsigning on`, then reboot"
         )
+    more = _MORE_DIAGNOSES.get(code)
+    if more is not None:
+        return f"{head}: {more.format(svc=svc, binpath=binpath)}"
     return f"{head}; fix: run `net helpmsg {code}` on the guest for the system's description"
+
+
+# Meaning, the likely cause for a driver, and the fix, for the codes drivers hit beyond the ones above.
+_MORE_DIAGNOSES = {
+    3: "a folder on the image path does not exist ({binpath}); fix: run `invoke deploy` again (it creates deploy.guest_dir), check the ImagePath",
+    50: "the request is not supported: usually sc.exe asked to pause/continue a driver, or a KMDF driver on a Windows without that KMDF version; "
+    "fix: stop/start only, and match target-kmdf-version-minor to the guest's Windows",
+    87: "a parameter was refused: often a malformed `type= kernel start= demand` (the space after '=' matters) or a bad binPath; "
+    "fix: deploy creates the service itself; delete it (`invoke unload --delete`) and deploy again",
+    123: "the image path is not a valid name ({binpath}): quotes or a relative path in ImagePath; fix: an absolute path, as deploy sets it",
+    193: "{binpath} is not a valid image for this Windows: a user-mode DLL, a truncated copy, or a 32-bit build; "
+    "fix: rebuild (`invoke build`: it checks subsystem NATIVE and the machine), then deploy",
+    216: "the image was built for another CPU architecture (e.g. ARM64 on an x64 guest); fix: build for the guest's architecture (build.arch)",
+    225: "Windows Defender (or another antivirus) quarantined {binpath}; fix: add an exclusion for deploy.guest_dir on the test VM, then deploy again",
+    1450: "not enough kernel resources (pool) to load the driver: often leaked by earlier loads of a leaky build; fix: reboot the guest, then look for leaks",
+    4551: "an Application Control (WDAC) policy blocks the driver; "
+    "fix: allow test-signed drivers in the policy on the test VM, or remove the policy, then reboot",
+}
