@@ -19,9 +19,12 @@ def get_bugcheck_evidence(machine: FakeWindows, params: dict[str, Any]) -> dict[
 
 @handler("Set-DriverVerifier.ps1")
 def set_driver_verifier(machine: FakeWindows, params: dict[str, Any]) -> dict[str, Any]:
+    reboot = "The system reboot is required for the changes to take effect."
     if params.get("Reset"):
         machine.registry.pop("verifier", None)
-        return {"rc": 2, "output": "The system reboot is required for the changes to take effect.", "reboot_required": True}
+        return {"rc": 2, "output": reboot, "settings": "Special pool: Disabled\r\n\r\nVerified drivers:\r\n\r\nNone\r\n", "reboot_required": True}
     driver = str(params["Driver"])
     machine.reg_set(r"HKLM\SYSTEM\CurrentControlSet\Control\Session Manager\Memory Management", "VerifyDrivers", driver)
-    return {"rc": 2, "output": "The system reboot is required for the changes to take effect.", "reboot_required": True}
+    # verifier /querysettings' layout (tests/corpus/verifier): one option per line, then the driver list.
+    settings = f"Special pool: Enabled\r\nPool tracking: Enabled\r\nForce IRQL checking: Enabled\r\n\r\nVerified drivers:\r\n\r\n{driver}\r\n"
+    return {"rc": 2, "output": reboot, "settings": settings, "reboot_required": True}

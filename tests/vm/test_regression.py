@@ -13,6 +13,7 @@ import pytest
 
 from driverpipe import deploy
 from driverpipe.errors import CheckFailed
+from driverpipe.winparse import parse_verifier
 from driverpipe.regress import UnwindLeak, build_manifest_features, not_applicable, probe_guest
 
 pytestmark = pytest.mark.vm
@@ -111,7 +112,10 @@ def test_driver_verifier(regress: Any, package: Any, capture: Any) -> None:
     sys_name = next(f.name for f in package.files if f.suffix.lower() == ".sys")
     timeout = float(regress.ctx.config.project.deploy.reboot_timeout)
     _unload(regress, capture, "before Driver Verifier")
-    regress.guest.run_script("Set-DriverVerifier.ps1", {"Driver": sys_name})
+    result = regress.guest.run_script("Set-DriverVerifier.ps1", {"Driver": sys_name})
+    settings = parse_verifier(str((result or {}).get("settings") or ""))
+    if result is not None and not settings.verifies(sys_name):
+        raise CheckFailed(f"Driver Verifier is not set for {sys_name}: verifier /querysettings lists {', '.join(settings.drivers) or 'no driver'}")
     deploy.reboot_and_wait(regress.ctx, regress.guest, timeout)
     regress.boot_time = deploy.read_guest_state(regress.guest, regress.ctx).boot_time
     try:

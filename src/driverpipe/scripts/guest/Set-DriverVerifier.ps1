@@ -14,8 +14,11 @@ if ($Reset) {
     $out = & verifier.exe /standard /driver $Driver 2>&1 | Out-String
 }
 $rc = $LASTEXITCODE
+# What will be active after the reboot, as verifier prints it (parsed by driverpipe.winparse.parse_verifier).
+$settings = & verifier.exe /querysettings 2>&1 | Out-String
 [pscustomobject]@{
     rc              = $rc
     output          = $out
+    settings        = $settings
     reboot_required = ($rc -eq 2)
 } | ConvertTo-Json -Compress -Depth 6
