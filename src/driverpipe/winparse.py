@@ -605,7 +605,21 @@ _COUNTER = re.compile(r"([^\s,:][^,:]*?)\s*:\s*(\d+)")
 _OPTION = re.compile(r"^\s*([^:-][^:]*?)\s*:\s*(\S+?)[.\s]*$")
 # Enabled/Disabled in the display languages verifier.exe ships in (the only words read here).
 _ON = {"enabled", "aktiviert", "activé", "activée", "habilitado", "activado", "abilitato", "ativado", "включено", "有効", "已启用", "사용", "ingeschakeld"}
-_OFF = {"disabled", "deaktiviert", "désactivé", "désactivée", "deshabilitado", "desactivado", "disabilitato", "desativado", "отключено", "無効", "已禁用", "사용 안 함", "uitgeschakeld"}
+_OFF = {
+    "disabled",
+    "deaktiviert",
+    "désactivé",
+    "désactivée",
+    "deshabilitado",
+    "desactivado",
+    "disabilitato",
+    "desativado",
+    "отключено",
+    "無効",
+    "已禁用",
+    "사용 안 함",
+    "uitgeschakeld",
+}
 
 
 @dataclass

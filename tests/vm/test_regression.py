@@ -13,8 +13,8 @@ import pytest
 
 from driverpipe import deploy
 from driverpipe.errors import CheckFailed
-from driverpipe.winparse import parse_verifier
 from driverpipe.regress import UnwindLeak, build_manifest_features, not_applicable, probe_guest
+from driverpipe.winparse import parse_verifier
 
 pytestmark = pytest.mark.vm
 
