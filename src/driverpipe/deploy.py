@@ -32,6 +32,7 @@ from .reboot import Diagnosed, is_connection_error, reboot_and_wait
 from .winparse import (
     diagnose_sc_error,
     normalize_image_path,
+    parse_bcdedit_set,
     parse_sc_output,
     sc_code,
     start_options_testsigning,
@@ -710,11 +711,18 @@ def step_prepare(d: Deployment) -> None:
         return
     bcd = result.get("bcdedit") or {}
     if params.get("EnableTestSigning") and bcd and int(bcd.get("rc") or 0) != 0:
-        text = str(bcd.get("output") or "").strip().splitlines()
-        raise DeployStepFailed(
-            f"{d.name}: bcdedit /set testsigning on failed (exit {bcd.get('rc')}): {text[-1] if text else 'no output'}",
-            _secure_boot_fix(d) if s.secure_boot is not False else "run it by hand in an elevated prompt to see why",
+        outcome = parse_bcdedit_set(int(bcd.get("rc") or 0), str(bcd.get("output") or ""))
+        why = {"secure-boot": "the value is protected by Secure Boot policy", "access-denied": "access denied (not elevated)"}.get(outcome.outcome, "")
+        fix = (
+            _secure_boot_fix(d)
+            if outcome.outcome == "secure-boot" or (outcome.outcome == "error" and s.secure_boot is not False)
+            else (
+                "use an account in the guest's Administrators group"
+                if outcome.outcome == "access-denied"
+                else "run it by hand in an elevated prompt to see why"
+            )
         )
+        raise DeployStepFailed(f"{d.name}: bcdedit /set testsigning on failed (exit {bcd.get('rc')}): {why or outcome.message or 'no output'}", fix)
     changed = result.get("changed") or []
     if changed:
         d.ctx.say(f"{d.name}: prepared {', '.join(str(c) for c in changed)}")
