@@ -45,3 +45,42 @@ def test_includes_expand_to_scripts_that_parse(tmp_path: Path) -> None:
         info = parse_script(expanded)
         assert not info.errors, f"{script.name} (expanded): syntax errors at {info.errors}"
         assert info.params == parse_script(script).params
+
+
+def _sent_text(script: Path) -> str:
+    """What is really sent: the script with its #include lines expanded."""
+    from driverpipe.guest.base import load_script
+
+    return load_script(script) if "guest" in script.parts else script.read_text(encoding="utf-8-sig")
+
+
+def _code_lines(text: str) -> list[tuple[int, str]]:
+    """Numbered lines without comments (a rule must not fire on the comment that explains it)."""
+    out = []
+    for number, line in enumerate(text.splitlines(), 1):
+        code = line.split("#", 1)[0] if not line.lstrip().startswith("#") else ""
+        out.append((number, code))
+    return out
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: str(p.relative_to(REPO)))
+def test_no_script_scope_variables(script: Path) -> None:
+    """Scripts run through [scriptblock]::Create + & (Invoke-Batch, the SSH/local wrapper, Invoke-InVm)
+    have no script scope: `$script:x` lands in the global scope and a function never updates the script's value."""
+    bad = [f"{script.name}:{n}" for n, code in _code_lines(_sent_text(script)) if "$script:" in code.lower()]
+    assert not bad, f"$script: variables in {bad}: collect results in an object or return them"
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: str(p.relative_to(REPO)))
+def test_start_process_never_waits_for_descendants(script: Path) -> None:
+    """`Start-Process -Wait` also waits for every process the child started (mspdbsrv, sccache): use -PassThru + WaitForExit()."""
+    text = _sent_text(script)
+    joined = text.replace("`\n", " ").replace("`\r\n", " ")
+    bad = [line.strip() for line in joined.splitlines() if "start-process" in line.lower() and " -wait" in line.lower().split("#")[0]]
+    assert not bad, bad
+
+
+def test_a_downloaded_zip_keeps_the_zip_extension() -> None:
+    """Expand-Archive in Windows PowerShell 5.1 refuses any other extension."""
+    text = (REPO / "src" / "driverpipe" / "scripts" / "guest" / "Install-DebugView.ps1").read_text(encoding="utf-8-sig")
+    assert "'.download.zip'" in text

@@ -52,7 +52,8 @@ if ($Archive -ne '' -and -not $present) {
     }
     if ($want -eq '') { throw "refusing to download $Url without a checksum (set debugview.sha256)" }
     New-Item -ItemType Directory -Force -Path (Split-Path -Parent $Path) | Out-Null
-    $download = $Path + '.download'
+    # Expand-Archive in Windows PowerShell 5.1 (Archive 1.0.1.0) refuses any extension but .zip.
+    $download = if ($fromZip) { $Path + '.download.zip' } else { $Path + '.download' }
     # Windows PowerShell 5.1 may default to TLS 1.0; HTTPS servers want 1.2.
     [Net.ServicePointManager]::SecurityProtocol = [Net.ServicePointManager]::SecurityProtocol -bor [Net.SecurityProtocolType]::Tls12
     $ProgressPreference = 'SilentlyContinue'

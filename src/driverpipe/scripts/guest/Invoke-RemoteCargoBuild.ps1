@@ -52,8 +52,12 @@ $env:CARGO_TARGET_DIR = $target
 $env:CARGO_TERM_COLOR = 'never'
 # Start-Process with files: cargo writes progress to stderr, which PowerShell 5.1 would
 # turn into terminating errors under $ErrorActionPreference = 'Stop' if piped.
-$proc = Start-Process -FilePath $cargo.Source -ArgumentList $cargoArgs -WorkingDirectory $crate -NoNewWindow -Wait -PassThru `
+# No -Wait: it waits for every descendant too (a lingering mspdbsrv.exe or sccache server
+# would hang the build); wait for cargo itself.
+$proc = Start-Process -FilePath $cargo.Source -ArgumentList $cargoArgs -WorkingDirectory $crate -NoNewWindow -PassThru `
     -RedirectStandardOutput $outFile -RedirectStandardError $errFile
+$null = $proc.Handle  # cache the handle now, or ExitCode reads as empty after the exit (a .NET quirk)
+$proc.WaitForExit()
 $exitCode = [int]$proc.ExitCode
 
 $dll = $null

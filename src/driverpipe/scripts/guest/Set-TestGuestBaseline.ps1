@@ -22,9 +22,10 @@ $ErrorActionPreference = 'Stop'
 # 'active' is complete (1) plus FilterPages=1 (Windows 10 1607+).
 $dumpCodes = @{ none = 0; complete = 1; kernel = 2; small = 3; automatic = 7; active = 1 }
 
-$changed = @()
-$already = @()
-$reboot = $false
+# One reference object collects what Set-Value did. Not $script: variables: scripts run
+# through [scriptblock]::Create + & (Invoke-Batch, the SSH/local wrapper, Invoke-InVm)
+# have no script scope of their own, so $script: would land in the global scope.
+$state = [pscustomobject]@{ changed = New-Object System.Collections.ArrayList; already = New-Object System.Collections.ArrayList; reboot = $false }
 
 function Set-Value {
     param([string]$Key, [string]$Name, $Value, [string]$Kind, [string]$Label, [bool]$NeedsReboot)
@@ -34,15 +35,15 @@ function Set-Value {
     # ExpandString values come back expanded; compare against the expanded wish too.
     $same = ($null -ne $have) -and (("$have" -eq "$Value") -or ("$have" -eq [Environment]::ExpandEnvironmentVariables("$Value")))
     if ($same) {
-        $script:already += $Label
+        [void]$state.already.Add($Label)
         return
     }
     if (-not $CheckOnly) {
         if (-not (Test-Path -LiteralPath $Key)) { New-Item -Path $Key -Force | Out-Null }
         New-ItemProperty -LiteralPath $Key -Name $Name -PropertyType $Kind -Value $Value -Force | Out-Null
     }
-    $script:changed += $Label
-    if ($NeedsReboot) { $script:reboot = $true }
+    [void]$state.changed.Add($Label)
+    if ($NeedsReboot) { $state.reboot = $true }
 }
 
 # Crash dumps: the kernel reads CrashControl at boot (unsure whether every value
@@ -54,8 +55,8 @@ if ($CrashDump -eq 'active') {
 } elseif ($null -ne (Get-ItemProperty -LiteralPath $cc -Name 'FilterPages' -ErrorAction SilentlyContinue)) {
     # A leftover FilterPages would turn 'complete' into 'active'.
     if (-not $CheckOnly) { Remove-ItemProperty -LiteralPath $cc -Name 'FilterPages' }
-    $changed += 'crash_dump_filter_pages_removed'
-    $reboot = $true
+    [void]$state.changed.Add('crash_dump_filter_pages_removed')
+    $state.reboot = $true
 }
 Set-Value $cc 'DumpFile' $DumpFile 'ExpandString' 'dump_file' $true
 Set-Value $cc 'MinidumpDir' $MinidumpDir 'ExpandString' 'minidump_dir' $true
@@ -76,7 +77,7 @@ if ($DisableAutoLogon) {
     $pw = Get-ItemProperty -LiteralPath $winlogon -Name 'DefaultPassword' -ErrorAction SilentlyContinue
     if ($null -ne $pw) {
         if (-not $CheckOnly) { Remove-ItemProperty -LiteralPath $winlogon -Name 'DefaultPassword' }
-        $changed += 'default_password_removed'
+        [void]$state.changed.Add('default_password_removed')
         $removedPassword = $true
     }
 }
@@ -88,17 +89,17 @@ if ($null -ne $winrm) {
     $winrmStart = [string]$winrm.StartType
     if ($winrmStart -ne 'Automatic') {
         if (-not $CheckOnly) { Set-Service -Name WinRM -StartupType Automatic }
-        $changed += 'winrm_autostart'
+        [void]$state.changed.Add('winrm_autostart')
     } else {
-        $already += 'winrm_autostart'
+        [void]$state.already.Add('winrm_autostart')
     }
 }
 
 $dumpRoot = [Environment]::ExpandEnvironmentVariables($MinidumpDir)
 [pscustomobject]@{
-    changed           = @($changed)
-    already           = @($already)
-    reboot_required   = $reboot
+    changed           = @($state.changed)
+    already           = @($state.already)
+    reboot_required   = $state.reboot
     check_only        = $CheckOnly
     crash_dump        = $CrashDump
     minidump_dir      = $dumpRoot
