@@ -36,6 +36,10 @@ def is_connection_error(exc: BaseException) -> bool:
 
     if isinstance(exc, Diagnosed):
         return False
+    from .guest.errors import WinRMFault
+
+    if isinstance(exc, WinRMFault):
+        return False  # the service answered: not a lost connection
 
     try:
         from .guest.errors import RemoteFileNotFound

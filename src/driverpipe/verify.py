@@ -28,7 +28,7 @@ from typing import Any
 
 from .context import RunContext
 from .dbgview import LogLine, LogTail
-from .errors import ConfigError, EnvironmentProblem, StepFailed
+from .errors import ConfigError, EnvironmentProblem, PipelineError, StepFailed
 from .expect import Expectation, Matcher, Verdict, render_markdown, render_table
 from .files import safe_basename, write_atomic
 from .guestops import LogSource
@@ -441,11 +441,19 @@ class Capture:
 
     # ---- tailing ---------------------------------------------------------------------------
     def _read(self, offset: int, max_bytes: int) -> bytes:
+        from .guest.base import GuestScriptError
+        from .guest.errors import RemoteFileNotFound
+
         try:
             data = self.guest.read_range(self.remote_log, offset, max_bytes)
-        except StepFailed as exc:  # the log may not exist yet: DebugView creates it when it starts (unsure)
+        except (RemoteFileNotFound, GuestScriptError) as exc:  # the log may not exist yet: DebugView creates it when it starts (unsure)
             self.read_error = exc.message
             return b""
+        except PipelineError as exc:
+            # A transport failure (timeout, closed connection) says nothing about the driver: never an "EMPTY LOG" verdict.
+            raise EnvironmentProblem(
+                f"reading the DebugView log {self.remote_log} failed: {exc.message}", "check the guest and the connection, then `invoke verify` again"
+            ) from None
         self.read_error = ""
         if offset == len(self._received):  # keep what the tail read: the artifact costs no extra round trip
             self._received += data

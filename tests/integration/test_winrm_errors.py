@@ -12,6 +12,7 @@ import datetime
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -295,3 +296,45 @@ def test_mapping_other_faults_and_http_errors_are_step_failures() -> None:
     err = _map(WinRMTransportError("http", 500, "<html>Internal error</html>"))
     assert isinstance(err, StepFailed) and "HTTP 500" in err.message
     assert isinstance(_map(WinRMTransportError("http", 401, "")), EnvironmentProblem)
+
+
+def test_a_receive_that_times_out_is_sent_once_not_retried_for_minutes(silent_server: int) -> None:
+    """pypsrp 0.9 retries each receive 5 more times with backoff (~4 min at the defaults); our
+    transport sends each request once, so a hung guest is noticed within read_timeout."""
+    import requests
+    from pypsrp.wsman import WSMan
+
+    from driverpipe.guest.winrm import bound_receive_retries
+
+    wsman = WSMan(LOOPBACK, port=silent_server, username="u", password="p", ssl=False, auth="basic", encryption="never", read_timeout=1, connection_timeout=2)
+    bound_receive_retries(wsman)
+    calls: list[int] = []
+    original = wsman.transport._send_request
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    wsman.transport._send_request = counting  # type: ignore[method-assign]
+    start = time.monotonic()
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        wsman.transport.send(b"<receive/>", retries_on_read_timeout=5)  # what pypsrp's receive() asks for
+    assert len(calls) == 1 and time.monotonic() - start < 5
+
+
+def test_wsman_faults_and_unexpected_errors_are_not_lost_connections() -> None:
+    """Reboot and regress loops retry lost connections until reboot_timeout: a fault from a
+    service that answered must not be one of them."""
+    from pypsrp.exceptions import WSManFaultError
+
+    from driverpipe.guest.errors import WinRMFault
+    from driverpipe.reboot import is_connection_error
+
+    # pypsrp's WSManFaultError args: code, machine, reason, provider, provider_path, provider_fault.
+    quota = WSManFaultError(2150858843, "win11", "The WS-Management service cannot process the request: quota exceeded.", None, None, None)
+    err = _map(quota)
+    assert isinstance(err, WinRMFault) and not is_connection_error(err) and "quota exceeded" in err.message
+    no_code = _map(WSManFaultError(None, None, "", None, None, None))
+    assert "None" not in no_code.message
+    odd = _map(RuntimeError("pool in a strange state"))
+    assert isinstance(odd, WinRMFault) and not is_connection_error(odd)

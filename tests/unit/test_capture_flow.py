@@ -295,3 +295,22 @@ def test_every_item_binds_declared_parameters(project: Path, machine: FakeWindow
     assert items[0][1]["Archive"] == "C:\\Tools\\DebugView.zip"
     for name, params in items:
         assert check_bound_params(script_path(name), params) == []
+
+
+def test_a_transport_failure_while_reading_the_log_is_an_environment_error_not_an_empty_log(project: Path, machine: FakeWindows) -> None:
+    from driverpipe.errors import EnvironmentProblem
+    from driverpipe.guest.errors import GuestTimeout
+
+    machine.files[DBGVIEW] = EXE
+
+    class Dropping(Recorder):
+        def read_range(self, remote: str, offset: int, max_bytes: int) -> bytes:
+            raise GuestTimeout("Read-FileRange.ps1 did not finish within 30 s on fake; stopped")
+
+    ctx, _ = make_ctx(project)
+    guest = Dropping(machine)
+    cap = capture(ctx, guest)
+    start(guest, cap)
+    machine.sc("start", "WazabiEDR")
+    with pytest.raises(EnvironmentProblem, match=r"reading the DebugView log .* failed: Read-FileRange\.ps1 did not finish"):
+        cap.wait_for("load")

@@ -17,6 +17,12 @@ from dataclasses import dataclass
 from ..errors import EnvironmentProblem, PipelineError, StepFailed
 
 
+class WinRMFault(StepFailed):
+    """The WinRM service answered, with a fault (quota, operation timeout while opening the pool,
+    an HTTP error) or something unexpected: the guest is reachable, so reboot and regress loops must
+    not wait for it to "come back" (it is not a lost connection). Exit code 4."""
+
+
 class RemoteFileNotFound(StepFailed):
     """pull/read_range of a guest file that does not exist."""
 
@@ -147,10 +153,14 @@ def translate_winrm(exc: BaseException, ep: Endpoint, *, connect_timeout: float,
         reason = (exc.reason or "").strip()
         if exc.code in (5, "5") or "access is denied" in reason.lower() or "access denied" in text:
             return EnvironmentProblem(f"{ep.where}: {NOT_ADMIN}", NOT_ADMIN_FIX)
-        return StepFailed(f"{ep.where}: WinRM fault {exc.code}: {_first(reason) or 'no details'}")
+        code = f" {exc.code}" if exc.code not in (None, "") else ""
+        return WinRMFault(
+            f"{ep.where}: WinRM fault{code}: {_first(reason) or _first(str(exc)) or 'no details'}",
+            "the WinRM service answered with an error (quotas: winrm get winrm/config/winrs); see the guest's WinRM event log",
+        )
     if isinstance(exc, WinRMTransportError):
         body = _first(str(exc.response_text or ""))
-        return StepFailed(
+        return WinRMFault(
             f"{ep.where}: WinRM answered HTTP {exc.code}" + (f": {body[:200]}" if body else ""),
             "check the WinRM service on the guest (winrm quickconfig) and its event log",
         )
@@ -164,7 +174,7 @@ def translate_winrm(exc: BaseException, ep: Endpoint, *, connect_timeout: float,
             f"{ep.where}: {ep.auth} authentication could not start ({_first(str(exc))})",
             'for local accounts use auth = "ntlm"; Kerberos needs a ticket (kinit) and a DNS name',
         )
-    return StepFailed(f"{ep.where}: {type(exc).__name__}: {_first(str(exc))}")
+    return WinRMFault(f"{ep.where}: {type(exc).__name__}: {_first(str(exc))}", "an unexpected WinRM client error; run again with the guest checked")
 
 
 def _ssl_reason(text: str) -> str:

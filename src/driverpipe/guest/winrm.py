@@ -138,6 +138,7 @@ class WinRMGuest(BatchMixin):
         wsman = None
         try:
             wsman = WSMan(**self._kwargs)
+            bound_receive_retries(wsman)
             try:
                 # Bigger envelopes -> bigger file chunks. Reading the config may be refused to
                 # non-admins; the default (150 KiB) still works, so only connection errors matter here.
@@ -187,7 +188,7 @@ class WinRMGuest(BatchMixin):
         ps = PowerShell(self._pool)
         ps.add_script(load_script(path))
         if params:
-            ps.add_parameters(dict(params))
+            ps.add_parameters({name: psrp_value(value) for name, value in params.items()})
         try:
             ps.begin_invoke()
             deadline = time.monotonic() + limit
@@ -203,7 +204,17 @@ class WinRMGuest(BatchMixin):
                         "raise deploy.script_timeout if the step is legitimately slow",
                     )
                 # Each receive waits at most this long on the server, so the deadline is honoured.
-                ps.poll_invoke(timeout=max(1, min(self.operation_timeout, int(remaining) + 1)))
+                try:
+                    ps.poll_invoke(timeout=max(1, min(self.operation_timeout, int(remaining) + 1)))
+                except Exception as exc:
+                    if _is_read_timeout(exc):
+                        # The server did not even send its operation-timeout reply: a hung or crashed
+                        # guest. Reported as the guest timeout (regress forces a dump on it), at once.
+                        raise GuestTimeout(
+                            f"{script}: {self.name} stopped answering (no reply within winrm.read_timeout = {self._kwargs['read_timeout']} s)",
+                            "check the guest (bugcheck? hang?) with `invoke vm.status` / `invoke logs`",
+                        ) from None
+                    raise
         except (GuestTimeout, GuestScriptError):
             raise
         except Exception as exc:
@@ -273,6 +284,50 @@ class WinRMGuest(BatchMixin):
             tmp.unlink(missing_ok=True)
             raise
         tmp.replace(local)
+
+
+def _is_read_timeout(exc: BaseException) -> bool:
+    import requests
+
+    return isinstance(exc, requests.exceptions.ReadTimeout)
+
+
+def bound_receive_retries(wsman: Any) -> None:
+    """No hidden retries: pypsrp 0.9 retries every receive 5 more times after a read timeout, with
+    backoff (about 4 minutes at the defaults), so a hung guest would be noticed that late and
+    script_timeout would not hold. Each request is sent once; the caller decides what a timeout means."""
+    transport = wsman.transport
+    send = transport.send
+
+    def send_once(message: bytes, *, retries_on_read_timeout: int = 0, timeout: Any = None) -> bytes:
+        try:
+            return send(message, retries_on_read_timeout=0, timeout=timeout)
+        except Exception as exc:
+            if _is_read_timeout(exc):
+                transport.encryption = None  # what pypsrp does before its own retry: the context is stale
+            raise
+
+    transport.send = send_once
+
+
+INT32 = range(-(2**31), 2**31)
+INT64 = range(-(2**63), 2**63)
+
+
+def psrp_value(value: Any) -> Any:
+    """A parameter value as PSRP must carry it. pypsrp serializes every Python int as <I32>, so a
+    FileTime (~1.3e17) would overflow on the guest: integers outside Int32 go as <I64>."""
+    from pypsrp.serializer import TaggedValue
+
+    if isinstance(value, bool) or not isinstance(value, int | list | tuple):
+        return value
+    if isinstance(value, list | tuple):
+        return [psrp_value(v) for v in value]
+    if value in INT32:
+        return value
+    if value in INT64:
+        return TaggedValue("I64", value)
+    return TaggedValue("U64", value) if 0 <= value < 2**64 else str(value)
 
 
 def _is_fault(exc: BaseException) -> bool:
