@@ -315,3 +315,86 @@ def test_a_server_that_never_speaks_ssh(fake_bin: Path, tmp_path: Path) -> None:
         assert "did not speak SSH" in info.value.message or "no answer within 1 s" in info.value.message
     finally:
         listener.close()
+
+
+def test_keepalive_and_an_sftp_timeout_are_set(guest: SSHGuest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crashed guest sends no FIN: without keepalives and an SFTP timeout a transfer blocks for minutes."""
+    import paramiko
+
+    seen: list[int] = []
+    original = paramiko.Transport.set_keepalive
+    monkeypatch.setattr(paramiko.Transport, "set_keepalive", lambda self, interval: (seen.append(interval), original(self, interval))[1])
+    guest.reconnect()
+    assert seen == [15]
+    timeout = guest.sftp().get_channel().gettimeout()
+    assert timeout is not None and timeout >= 30
+
+
+class _LateOutputChannel:
+    """A channel whose exit status arrives before its last output (OpenSSH may send them so)."""
+
+    def __init__(self) -> None:
+        self.chunks = [b"noise\n"]
+        self.late = [b'{"ok": true}\n']
+        self.polls = 0
+        self.eof_received = False
+        self.closed = False
+
+    def exec_command(self, command: str) -> None: ...
+
+    def sendall(self, data: bytes) -> None: ...
+
+    def shutdown_write(self) -> None: ...
+
+    def recv_ready(self) -> bool:
+        self.polls += 1
+        if not self.chunks and self.late and self.polls > 5:
+            self.chunks, self.late = self.late, []
+        return bool(self.chunks)
+
+    def recv(self, n: int) -> bytes:
+        data = self.chunks.pop(0)
+        if not self.chunks and not self.late:
+            self.eof_received = True
+        return data
+
+    def recv_stderr_ready(self) -> bool:
+        return False
+
+    def exit_status_ready(self) -> bool:
+        return True
+
+    def recv_exit_status(self) -> int:
+        return 0
+
+    def fileno(self) -> int:
+        import os
+
+        r, _w = os.pipe()
+        return r
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_read_loop_waits_for_the_end_of_output_not_just_the_exit_status(guest: SSHGuest, monkeypatch: pytest.MonkeyPatch) -> None:
+    chan = _LateOutputChannel()
+
+    class _Transport:
+        def open_session(self, timeout: float) -> _LateOutputChannel:
+            return chan
+
+        def is_active(self) -> bool:
+            return True
+
+    monkeypatch.setattr(guest, "_transport", lambda: _Transport())
+    monkeypatch.setattr("select.select", lambda r, w, x, t: (r, w, x))
+    rc, out, err = guest._exec("cmd", None, 10.0, "Late.ps1")
+    assert rc == 0 and out.endswith('{"ok": true}\n'), out
+
+
+def test_the_error_marker_is_found_after_a_clixml_record_on_the_same_line() -> None:
+    from driverpipe.guest.psencode import error_line
+
+    stderr = '#< CLIXML<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04"></Objs>driverpipe-error: sc.exe failed\n'
+    assert error_line(stderr) == "sc.exe failed"

@@ -107,3 +107,20 @@ use_powershell_direct = true
     assert guest.run_script("Test-Elevation.ps1")["elevated"] is True
     with pytest.raises(ConfigError, match=r"targets.vm.user: required for PowerShell Direct"):
         open_guest(ctx, cfg.target("vm"))  # the transport itself: tests/unit/test_psdirect_transport.py
+
+
+def test_a_timeout_ends_the_whole_tree_even_when_a_child_keeps_the_pipes(tmp_path: Path) -> None:
+    """A hung sc.exe that inherited PowerShell's pipes must not hang the pipeline after the timeout."""
+    import stat
+    import time
+
+    from driverpipe.guest.errors import GuestTimeout
+    from driverpipe.guest.local import run_wrapped
+
+    shell = tmp_path / "stuck-powershell"
+    shell.write_text("#!/bin/sh\nsleep 60 &\nsleep 60\n", encoding="utf-8")
+    shell.chmod(shell.stat().st_mode | stat.S_IEXEC)
+    start = time.monotonic()
+    with pytest.raises(GuestTimeout):
+        run_wrapped(str(shell), "Write-Output 1", {}, what="Stuck.ps1", where="here", timeout=1.0)
+    assert time.monotonic() - start < 10

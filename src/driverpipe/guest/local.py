@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,16 +51,39 @@ def run_wrapped(
     `env` replaces the child's environment (PowerShell Direct hands the guest password over that way).
     """
     inv = build_invocation(powershell, text, params, max_command=LOCAL_MAX_COMMAND)
+    # Its own process group: on a timeout the whole tree goes, not only PowerShell (a hung sc.exe
+    # that inherited the pipes would otherwise keep them open, and reading them would never end).
+    group: dict[str, Any] = {"creationflags": 0x200} if sys.platform == "win32" else {"start_new_session": True}  # CREATE_NEW_PROCESS_GROUP
     try:
-        proc = subprocess.run(inv.argv, input=inv.stdin or b"", env=env, capture_output=True, timeout=timeout, check=False)
+        proc = subprocess.Popen(inv.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, **group)
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot run {powershell}: {exc.strerror or exc}") from None
+    try:
+        out, err = proc.communicate(input=inv.stdin or b"", timeout=timeout)
     except subprocess.TimeoutExpired:
-        # subprocess.run kills the child before re-raising.
+        kill_tree(proc)
+        try:
+            proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()  # a survivor still holds them: stop reading, do not wait forever
         raise GuestTimeout(
             f"{what} did not finish within {timeout:g} s on {where}; stopped", "raise deploy.script_timeout if the step is legitimately slow"
         ) from None
-    except OSError as exc:
-        raise EnvironmentProblem(f"cannot run {powershell}: {exc.strerror or exc}") from None
-    return proc
+    return subprocess.CompletedProcess(inv.argv, proc.returncode, out, err)
+
+
+def kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    """End a process and everything it started (Windows: taskkill /T; elsewhere: its process group)."""
+    if sys.platform == "win32":
+        subprocess.run(["taskkill", "/T", "/F", "/PID", str(proc.pid)], capture_output=True, timeout=30, check=False)
+    else:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    proc.kill()
 
 
 class LocalGuest(BatchMixin):

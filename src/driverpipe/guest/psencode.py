@@ -190,8 +190,10 @@ def script_result(script: str, where: str, rc: int, out: str, err: str) -> Any:
 def error_line(stderr: str) -> str:
     """The guest's error message in one line: our marker line, else the first meaningful stderr line."""
     for line in stderr.splitlines():
-        if line.startswith(ERROR_MARKER):
-            return line[len(ERROR_MARKER) :].strip()
+        # Anywhere in the line: a `#< CLIXML` record without a newline may stand before it.
+        at = line.find(ERROR_MARKER)
+        if at >= 0:
+            return line[at + len(ERROR_MARKER) :].strip()
     text = _unclixml(stderr) if stderr.lstrip().startswith("#< CLIXML") else stderr
     for line in text.splitlines():
         if line.strip() and not line.startswith("#< CLIXML"):

@@ -28,6 +28,8 @@ from .base import BatchMixin, PushResult, load_script, script_path
 from .errors import Endpoint, GuestTimeout, RemoteFileNotFound, UnknownHostKey, translate_ssh
 from .psencode import SSH_MAX_COMMAND, build_invocation, partial_name, script_result, sha256_file
 
+KEEPALIVE_S = 15
+EOF_GRACE_S = 5.0  # after the exit status, how long to wait for the output's EOF
 # SFTP tuning: a large channel window keeps many pipelined writes in flight.
 SFTP_WINDOW = 64 * 1024 * 1024
 SFTP_MAX_PACKET = 256 * 1024
@@ -155,6 +157,10 @@ class SSHGuest(BatchMixin):
             if isinstance(exc, KeyboardInterrupt):
                 raise
             raise self._fail(exc) from None
+        transport = client.get_transport()
+        if transport is not None:
+            # A crashed guest sends no FIN: keepalives make the dead link show within seconds, not minutes.
+            transport.set_keepalive(KEEPALIVE_S)
         self._client = client
         self._sftp = None
 
@@ -174,6 +180,9 @@ class SSHGuest(BatchMixin):
                 self._sftp = paramiko.SFTPClient.from_transport(self._transport(), window_size=SFTP_WINDOW, max_packet_size=SFTP_MAX_PACKET)
             except (paramiko.SSHException, OSError, EOFError) as exc:
                 raise self._fail(exc) from None
+            if self._sftp is not None:
+                # Each SFTP request waits at most this long (paramiko's default is forever).
+                self._sftp.get_channel().settimeout(max(self.script_timeout, 30.0))
         return self._sftp
 
     def reconnect(self) -> None:
@@ -216,13 +225,20 @@ class SSHGuest(BatchMixin):
                     chan.sendall(stdin)
                 chan.shutdown_write()  # EOF on stdin: powershell never waits for input
                 deadline = time.monotonic() + timeout
+                drain_until: float | None = None
                 while True:
                     if chan.recv_ready():
                         out += chan.recv(1 << 16)
                     elif chan.recv_stderr_ready():
                         err += chan.recv_stderr(1 << 16)
+                    elif chan.exit_status_ready() and (chan.eof_received or chan.closed):
+                        break  # the output ended (EOF) and the status is in: nothing more can come
                     elif chan.exit_status_ready():
-                        break  # data precedes exit-status (or close) on the wire: the buffers are complete
+                        # OpenSSH may send the exit status before the last output: read on until EOF, briefly.
+                        drain_until = drain_until or time.monotonic() + EOF_GRACE_S
+                        if time.monotonic() > drain_until:
+                            break
+                        select.select([chan], [], [], 0.05)
                     elif not transport.is_active():
                         raise EOFError("connection closed while the script ran")
                     else:

@@ -118,6 +118,7 @@ class WinRMGuest(BatchMixin):
             no_proxy=False,
         )
         self.operation_timeout = int(operation_timeout)
+        self._stale = False  # a script was cut short: rebuild the pool before the next one
         self._wsman: Any = None
         self._pool: Any = None
         if connect:
@@ -181,7 +182,12 @@ class WinRMGuest(BatchMixin):
         from pypsrp.complex_objects import PSInvocationState
         from pypsrp.powershell import PowerShell
 
-        if self._pool is None:
+        if self._pool is None or self._stale:
+            # A script cut short (Ctrl-C, a stop that failed) may still run in the pool's only runspace:
+            # the next one would queue behind it until script_timeout. Start from a fresh pool.
+            if self._pool is not None:
+                self.close()
+            self._stale = False
             self.connect()
         limit = float(timeout or self.script_timeout)
         self.round_trips += 1
@@ -198,7 +204,7 @@ class WinRMGuest(BatchMixin):
                     try:
                         ps.stop()
                     except Exception:  # the stop is best effort; the timeout is the error to report
-                        pass
+                        self._stale = True
                     raise GuestTimeout(
                         f"{script} did not finish within {limit:g} s on {self.name}; stopped",
                         "raise deploy.script_timeout if the step is legitimately slow",
@@ -215,6 +221,9 @@ class WinRMGuest(BatchMixin):
                             "check the guest (bugcheck? hang?) with `invoke vm.status` / `invoke logs`",
                         ) from None
                     raise
+        except KeyboardInterrupt:
+            self._stale = True  # the script may still be running on the guest
+            raise
         except (GuestTimeout, GuestScriptError):
             raise
         except Exception as exc:
@@ -258,6 +267,8 @@ class WinRMGuest(BatchMixin):
                     if not block:
                         break  # an empty file still gets created
             self.run_script("Complete-FileUpload.ps1", {"Partial": partial, "Path": remote, "Sha256": digest})
+        except KeyboardInterrupt:
+            raise  # no clean-up round trip after Ctrl-C: a stray .partial is harmless, a hang is not
         except BaseException:
             try:
                 self.run_script("Complete-FileUpload.ps1", {"Partial": partial, "Discard": True}, timeout=30)
