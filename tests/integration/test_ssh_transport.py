@@ -389,7 +389,7 @@ def test_the_read_loop_waits_for_the_end_of_output_not_just_the_exit_status(gues
 
     monkeypatch.setattr(guest, "_transport", lambda: _Transport())
     monkeypatch.setattr("select.select", lambda r, w, x, t: (r, w, x))
-    rc, out, err = guest._exec("cmd", None, 10.0, "Late.ps1")
+    rc, out, _err = guest._exec("cmd", None, 10.0, "Late.ps1")
     assert rc == 0 and out.endswith('{"ok": true}\n'), out
 
 
