@@ -438,6 +438,11 @@ def _ps_load_driver(ctx: RunContext, guest: Any, pkg: PackageLike, capture: Any,
     if result.error == "image_missing":
         result.message = f"{binpath} is missing on the guest; nothing was loaded"
         return result
+    if result.error == "stop_refused":
+        code = int(load.get("stop_code") or 0)
+        result.message = diagnose_sc_error(code, context={**context, "op": "stop"}) + "; the old build is still loaded"
+        result.driver_loaded = True
+        return result
     if result.error == "stop_timeout":
         result.message = f"the running {svc} did not reach STOPPED in time; the old build is still loaded"
         result.driver_loaded = True

@@ -151,6 +151,7 @@ TARGET = Table(
                 "ca_bundle": Key(str, "", "CA bundle or the listener's self-signed certificate (PEM)"),
                 "allow_basic_http": Key(bool, False, "allow Basic auth over plain HTTP (credentials in clear text)"),
                 "allow_unverified_basic": Key(bool, False, "allow Basic auth with cert_validation = false (the password goes to whoever answers on that port)"),
+                "use_proxy": Key(bool, False, "send WinRM through HTTP(S)_PROXY (false: a lab guest is reached directly)"),
                 "connection_timeout": Key((int, float), 30, positive=True, doc="seconds"),
                 "read_timeout": Key((int, float), 30, positive=True, doc="seconds"),
                 "operation_timeout": Key((int, float), 20, positive=True, doc="seconds (must stay below read_timeout)"),

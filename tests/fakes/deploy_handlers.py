@@ -91,7 +91,7 @@ def set_guest_prepared(m: FakeWindows, p: dict[str, Any]) -> dict[str, Any]:
 @handler("Invoke-DriverLoad.ps1")
 def invoke_driver_load(m: FakeWindows, p: dict[str, Any]) -> dict[str, Any]:
     svc, image = p["ServiceName"], p["BinaryPath"]
-    result: dict[str, Any] = {"ok": False, "error": "", "ops": [], "start_rc": None, "final_query": None, "actual_sha256": ""}
+    result: dict[str, Any] = {"ok": False, "error": "", "ops": [], "start_rc": None, "final_query": None, "actual_sha256": "", "stop_code": None}
     expected = str(p.get("ExpectedSha256") or "").lower()
     if expected:
         data = m.files.get(image)
@@ -109,7 +109,11 @@ def invoke_driver_load(m: FakeWindows, p: dict[str, Any]) -> dict[str, Any]:
     exists = query["rc"] != 1060
     state = _state_number(query["output"])
     if exists and state not in (0, 1):
-        ops.append({"op": "stop", **_native(m.sc("stop", svc))})
+        stop = _native(m.sc("stop", svc))
+        ops.append({"op": "stop", **stop})
+        if stop["rc"] not in (0, 1061, 1062):  # a refusal (1052): the script does not wait for STOPPED
+            result["error"], result["stop_code"] = "stop_refused", stop["rc"]
+            return result
         q = _native(m.sc("query", svc))
         ops.append({"op": "wait_stopped", **q})
         if q["rc"] == 1060:

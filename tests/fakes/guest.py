@@ -117,6 +117,7 @@ class FakeService:
     service_exit: int = 0
     marked_for_delete: bool = False
     loaded_image_sha256: str = ""  # hash of the image that is running (for "older build" checks)
+    no_unload: bool = False  # a driver without DriverUnload: sc stop is refused with 1052
 
 
 class ConnectionDropped(Exception):
@@ -446,6 +447,8 @@ class FakeWindows:
         if verb == "stop":
             if svc.state == 1:
                 return self._failed("ControlService", 1062)
+            if svc.no_unload:
+                return self._failed("ControlService", 1052)
             self.kernel_print(f"{self.log_prefix} DriverUnload called")
             self.devices.discard(self.device_path)
             self.kernel_print(f"{self.log_prefix} unloaded")

@@ -445,3 +445,14 @@ def test_prepared_non_test_machine_deploys_without_changes(env: dict[str, Any]) 
     _, code = _deploy(env, m, target="prod")
     assert code == 0 and not m.cert_stores["Root"]
     assert any("not changing it" in line for line in env["out"])
+
+
+def test_a_refused_stop_is_reported_at_once_not_as_a_timeout(env: dict[str, Any]) -> None:
+    """sc stop refused with 1052 (no DriverUnload): the load script stops waiting at once and says why."""
+    m = _prepared_with_package(env)
+    m.services["WazabiEDR"].no_unload = True
+    with pytest.raises(StepFailed) as err:
+        _deploy(env, m)
+    assert "1052" in err.value.message and "ERROR_INVALID_SERVICE_CONTROL" in err.value.message
+    assert "old build is still loaded" in err.value.message
+    assert "query WazabiEDR" not in m.sc_log[m.sc_log.index("stop WazabiEDR") + 1 :], "no wait for STOPPED after a refusal"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,18 @@ def test_a_downloaded_zip_keeps_the_zip_extension() -> None:
     """Expand-Archive in Windows PowerShell 5.1 refuses any other extension."""
     text = (REPO / "src" / "driverpipe" / "scripts" / "guest" / "Install-DebugView.ps1").read_text(encoding="utf-8-sig")
     assert "'.download.zip'" in text
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: str(p.relative_to(REPO)))
+def test_native_stderr_is_never_redirected_under_stop(script: Path) -> None:
+    """Under $ErrorActionPreference = 'Stop', `native.exe 2>&1` in Windows PowerShell 5.1 turns the first
+    stderr line into a terminating error: run native programs through Invoke-Native (or lower the preference)."""
+    text = _sent_text(script)
+    lines = text.splitlines()
+    bad = []
+    for number, code in _code_lines(text):
+        if "2>&1" in code and re.search(r"&\s*['\"$]?[\w.$]*\.exe\b", code, re.I):
+            window = "\n".join(lines[max(0, number - 8) : number])
+            if "ErrorActionPreference = 'Continue'" not in window:
+                bad.append(f"{script.name}:{number}")
+    assert not bad, f"native stderr redirected under 'Stop' at {bad}: use Invoke-Native"

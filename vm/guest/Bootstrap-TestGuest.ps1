@@ -134,9 +134,16 @@ if ($AllowLocalAdmins) {
 
 # 7. Never sleep or hibernate: a nightly run must find the VM awake.
 if ($DisableSleep) {
-    & powercfg.exe /change standby-timeout-ac 0 | Out-Null
-    & powercfg.exe /change hibernate-timeout-ac 0 | Out-Null
-    & powercfg.exe /hibernate off 2>&1 | Out-Null
+    # Native stderr (powercfg prints some to it) must not become a terminating error under 'Stop'.
+    $saved = $ErrorActionPreference
+    $ErrorActionPreference = 'Continue'
+    try {
+        foreach ($powercfgArgs in @(@('/change', 'standby-timeout-ac', '0'), @('/change', 'hibernate-timeout-ac', '0'), @('/hibernate', 'off'))) {
+            & powercfg.exe @powercfgArgs 2>&1 | Out-Null
+        }
+    } finally {
+        $ErrorActionPreference = $saved
+    }
     $steps += 'sleep_off'
 }
 

@@ -104,6 +104,7 @@ def _open(ctx: RunContext, entry: Section, kind: str) -> Guest:
             connection_timeout=w["connection_timeout"],
             read_timeout=w["read_timeout"],
             operation_timeout=w["operation_timeout"],
+            use_proxy=w["use_proxy"],
             script_timeout=timeout,
             say=ctx.say,
         )

@@ -111,7 +111,12 @@ def translate_winrm(exc: BaseException, ep: Endpoint, *, connect_timeout: float,
     text = _chain_text(exc)
     # SSLError and ConnectTimeout are ConnectionErrors too: test the specific ones first.
     if isinstance(exc, rex.SSLError) or "certificate verify failed" in text or "sslerror" in text:
-        if "certificate verify failed" in text or "self-signed" in text or "self signed" in text or "hostname mismatch" in text:
+        if "hostname mismatch" in text or "doesn't match" in text or "does not match" in text:
+            return EnvironmentProblem(
+                f"{ep.where}: the listener's TLS certificate does not name {ep.host} (name mismatch)",
+                f"connect by a name or address the certificate holds, or re-create the listener certificate for {ep.host} (invoke provision does)",
+            )
+        if "certificate verify failed" in text or "self-signed" in text or "self signed" in text:
             return EnvironmentProblem(
                 f"{ep.where}: the server's TLS certificate is not trusted ({_ssl_reason(text)})",
                 f"set {ep.key('winrm.ca_bundle')} to the listener's certificate (PEM) or CA, "

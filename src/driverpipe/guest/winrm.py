@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, EnvironmentProblem
 from .base import BatchMixin, GuestScriptError, PushResult, load_script, script_path
 from .errors import Endpoint, GuestTimeout, translate_winrm
 from .psencode import NoJsonResult, parse_last_json, partial_name, sha256_file
@@ -30,6 +30,7 @@ from .psencode import NoJsonResult, parse_last_json, partial_name, sha256_file
 # Room left in each envelope for the script text, the CLIXML around the parameters and headers.
 CHUNK_OVERHEAD = 8 * 1024
 MIN_CHUNK = 16 * 1024
+MAX_CHUNK = 3 * 1024 * 1024  # 4 MiB once base64-encoded
 
 
 def _json_results(output: list[Any]) -> Any:
@@ -81,6 +82,7 @@ class WinRMGuest(BatchMixin):
         operation_timeout: float = 20,
         script_timeout: float = 120,
         say: Callable[[str], None] = print,
+        use_proxy: bool = False,
         connect: bool = True,
     ):
         if auth == "basic" and not ssl:
@@ -115,7 +117,8 @@ class WinRMGuest(BatchMixin):
             connection_timeout=int(connection_timeout),
             read_timeout=int(read_timeout),
             operation_timeout=int(operation_timeout),
-            no_proxy=False,
+            # HTTP(S)_PROXY is for the internet, not a lab guest: bypassed unless winrm.use_proxy = true.
+            no_proxy=not use_proxy,
         )
         self.operation_timeout = int(operation_timeout)
         self._stale = False  # a script was cut short: rebuild the pool before the next one
@@ -148,7 +151,19 @@ class WinRMGuest(BatchMixin):
                 if not _is_fault(exc):
                     raise
             pool = RunspacePool(wsman)
-            pool.open()
+            try:
+                pool.open()
+            except Exception:
+                _quiet_close(pool)  # the shell may exist on the guest already: delete it, best effort
+                raise
+        except ImportError as exc:
+            if wsman is not None:
+                _quiet_close(wsman)
+            extra = "credssp" if self.ep.auth == "credssp" else "kerberos"
+            raise EnvironmentProblem(
+                f"{self.ep.where}: auth = {self.ep.auth} needs pypsrp's {extra} extra ({exc.name or exc})",
+                f"python3 -m pip install 'pypsrp[{extra}]'",
+            ) from None
         except Exception as exc:
             if wsman is not None:
                 _quiet_close(wsman)
@@ -192,7 +207,8 @@ class WinRMGuest(BatchMixin):
         limit = float(timeout or self.script_timeout)
         self.round_trips += 1
         ps = PowerShell(self._pool)
-        ps.add_script(load_script(path))
+        # Local scope: the pool's one runspace is shared by every script of the run; nothing may leak between them.
+        ps.add_script(load_script(path), use_local_scope=True)
         if params:
             ps.add_parameters({name: psrp_value(value) for name, value in params.items()})
         try:
@@ -245,8 +261,10 @@ class WinRMGuest(BatchMixin):
     # -- files ----------------------------------------------------------------
 
     def chunk_size(self) -> int:
-        """Raw bytes per Write-FileChunk call: one envelope's payload, minus overhead, before base64."""
-        return max(MIN_CHUNK, (self.max_payload_size - CHUNK_OVERHEAD) * 3 // 4 // 3 * 3)
+        """Raw bytes per Write-FileChunk call: one envelope's payload, minus overhead, before base64;
+        at most MAX_CHUNK (a listener configured with a huge envelope would otherwise hit PowerShell's
+        per-object size limit on the guest)."""
+        return min(MAX_CHUNK, max(MIN_CHUNK, (self.max_payload_size - CHUNK_OVERHEAD) * 3 // 4 // 3 * 3))
 
     def push(self, local: Path, remote: str) -> PushResult:
         digest, size = sha256_file(local)

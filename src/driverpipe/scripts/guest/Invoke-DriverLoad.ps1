@@ -17,7 +17,7 @@ $ErrorActionPreference = 'Stop'
 #include Wait-ServiceStopped.ps1
 
 $ops = @()
-$result = [ordered]@{ ok = $false; error = ''; ops = $null; start_rc = $null; final_query = $null; actual_sha256 = '' }
+$result = [ordered]@{ ok = $false; error = ''; ops = $null; start_rc = $null; final_query = $null; actual_sha256 = ''; stop_code = $null }
 
 # Never load an image other than the one we pushed.
 if ($ExpectedSha256) {
@@ -39,11 +39,18 @@ if (-not $result.error) {
     if ($exists -and ($state -ne 1) -and ($state -ne 0)) {
         $stop = Invoke-Native 'sc.exe' @('stop', $ServiceName)
         $ops += [pscustomobject]@{ op = 'stop'; rc = $stop.rc; output = $stop.output }
-        $q = Wait-ServiceStopped $ServiceName $StopTimeoutSeconds
-        $state = Get-StateNumber $q.output
-        $ops += [pscustomobject]@{ op = 'wait_stopped'; rc = $q.rc; output = $q.output }
-        if (($state -ne 1) -and ($q.rc -ne 1060)) { $result.error = 'stop_timeout' }
-        if ($q.rc -eq 1060) { $exists = $false }
+        # 0: stopping; 1061: already stopping (cannot accept the control now); 1062: not running.
+        # Anything else (1052: no unload routine) is a refusal: waiting for STOPPED would only time out.
+        if (@(0, 1061, 1062) -notcontains $stop.rc) {
+            $result.error = 'stop_refused'
+            $result.stop_code = $stop.rc
+        } else {
+            $q = Wait-ServiceStopped $ServiceName $StopTimeoutSeconds
+            $state = Get-StateNumber $q.output
+            $ops += [pscustomobject]@{ op = 'wait_stopped'; rc = $q.rc; output = $q.output }
+            if (($state -ne 1) -and ($q.rc -ne 1060)) { $result.error = 'stop_timeout' }
+            if ($q.rc -eq 1060) { $exists = $false }
+        }
     }
 
     if (-not $result.error) {

@@ -37,7 +37,8 @@ public static class DriverpipeDeviceProbe {
 $stop = Invoke-Native 'sc.exe' @('stop', $ServiceName)
 $state = Get-StateNumber $stop.output
 $q = $stop
-if ($stop.rc -eq 0) {
+# 1061: the service is already stopping (it cannot accept the control now): wait for it too.
+if (($stop.rc -eq 0) -or ($stop.rc -eq 1061)) {
     $q = Wait-ServiceStopped $ServiceName $TimeoutSeconds
     $state = Get-StateNumber $q.output
 }

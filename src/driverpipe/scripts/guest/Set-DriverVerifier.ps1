@@ -7,15 +7,18 @@ param(
     [switch]$Reset
 )
 $ErrorActionPreference = 'Stop'
+#include Invoke-Native.ps1
+# Invoke-Native: under 'Stop', `2>&1` on a native command would turn its stderr into a terminating error.
 if ($Reset) {
-    $out = & verifier.exe /reset 2>&1 | Out-String
+    $run = Invoke-Native 'verifier.exe' @('/reset')
 } else {
     if (-not $Driver) { throw 'Driver is required unless -Reset is given' }
-    $out = & verifier.exe /standard /driver $Driver 2>&1 | Out-String
+    $run = Invoke-Native 'verifier.exe' @('/standard', '/driver', $Driver)
 }
-$rc = $LASTEXITCODE
+$rc = $run.rc
+$out = $run.output
 # What will be active after the reboot, as verifier prints it (parsed by driverpipe.winparse.parse_verifier).
-$settings = & verifier.exe /querysettings 2>&1 | Out-String
+$settings = (Invoke-Native 'verifier.exe' @('/querysettings')).output
 [pscustomobject]@{
     rc              = $rc
     output          = $out

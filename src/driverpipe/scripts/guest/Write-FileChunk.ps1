@@ -4,7 +4,8 @@
 [CmdletBinding()]
 param(
     [Parameter(Mandatory)][string]$Path,
-    [Parameter(Mandatory)][string]$Base64,
+    # An empty file is pushed as one empty chunk: Mandatory alone would refuse ''.
+    [Parameter(Mandatory)][AllowEmptyString()][string]$Base64,
     [Parameter(Mandatory)][long]$Offset
 )
 $ErrorActionPreference = 'Stop'
