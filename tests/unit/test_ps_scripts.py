@@ -100,3 +100,16 @@ def test_native_stderr_is_never_redirected_under_stop(script: Path) -> None:
             if "ErrorActionPreference = 'Continue'" not in window:
                 bad.append(f"{script.name}:{number}")
     assert not bad, f"native stderr redirected under 'Stop' at {bad}: use Invoke-Native"
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: str(p.relative_to(REPO)))
+def test_hyperv_integration_services_are_chosen_by_id_not_by_localized_name(script: Path) -> None:
+    text = _sent_text(script)
+    assert "PrimaryStatusDescription" not in text, f"{script.name}: the status description is localized; read PrimaryOperationalStatus"
+    for name in ("'Heartbeat'", "'Guest Service Interface'", "'Time Synchronization'", "'Key-Value Pair Exchange'", "'Shutdown'"):
+        assert f"-Name {name}" not in text or "IntegrationService" not in text, f"{script.name}: select integration services by their Id GUID"
+
+
+def test_the_bootstrap_reuses_a_certificate_only_when_its_ip_sans_match() -> None:
+    text = (REPO / "vm" / "guest" / "Bootstrap-TestGuest.ps1").read_text(encoding="utf-8-sig")
+    assert "'2.5.29.17'" in text and "$missingIp.Count -eq 0" in text

@@ -79,7 +79,12 @@ if (-not $RenewCertificate) {
         Where-Object { ($_.FriendlyName -eq $friendly) -and ($_.NotAfter -gt $soon) -and ($_.HasPrivateKey) } |
         Where-Object {
             $have = @($_.DnsNameList | ForEach-Object { [string]$_ })
-            @($DnsName | Where-Object { $have -notcontains $_ }).Count -eq 0
+            # IP SANs are not in DnsNameList: look for each address in the SAN extension's text,
+            # by the number itself (the text around it is localized).
+            $sanExt = $_.Extensions | Where-Object { $_.Oid.Value -eq '2.5.29.17' } | Select-Object -First 1
+            $sanText = if ($null -ne $sanExt) { $sanExt.Format($false) } else { '' }
+            $missingIp = @($IPAddress | Where-Object { $sanText -notmatch ('(?<![\d.])' + [regex]::Escape($_) + '(?![\d.])') })
+            (@($DnsName | Where-Object { $have -notcontains $_ }).Count -eq 0) -and ($missingIp.Count -eq 0)
         } |
         Sort-Object -Property NotAfter -Descending | Select-Object -First 1
 }

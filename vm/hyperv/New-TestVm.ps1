@@ -65,7 +65,10 @@ if ($EnableTpm) {
 
 Set-VM -Name $Name -CheckpointType Standard -AutomaticCheckpointsEnabled $false -AutomaticStopAction ShutDown
 # Guest Service Interface: Copy-VMFile into the guest (e.g. DebugView) without networking.
-Enable-VMIntegrationService -VMName $Name -Name 'Guest Service Interface'
+# Selected by its Id GUID: the display name is localized (e.g. "Gastdienstschnittstelle").
+Get-VMIntegrationService -VMName $Name |
+    Where-Object { ([string]$_.Id) -like '*6C09BB55-D683-4DA0-8931-C9BF705F6480' } |
+    Enable-VMIntegrationService
 
 foreach ($iso in @($IsoPath, $UnattendIsoPath)) {
     if (-not $iso) { continue }

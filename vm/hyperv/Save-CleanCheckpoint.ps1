@@ -21,9 +21,12 @@ if ([string]$vm.CheckpointType -ne 'Standard') {
 if ([string]$vm.State -ne 'Running') {
     throw "VM $Name is $($vm.State): start it and let it reach the sign-in screen, so the checkpoint holds a running guest"
 }
-$heartbeat = Get-VMIntegrationService -VMName $Name -Name 'Heartbeat' -ErrorAction SilentlyContinue
-if (($null -ne $heartbeat) -and ([string]$heartbeat.PrimaryStatusDescription -ne 'OK')) {
-    Write-Warning "the guest's heartbeat is '$($heartbeat.PrimaryStatusDescription)': is Windows fully booted?"
+# The Heartbeat service by its Id GUID and its status by the enum value: names and the
+# status description are localized.
+$heartbeat = Get-VMIntegrationService -VMName $Name -ErrorAction SilentlyContinue |
+    Where-Object { ([string]$_.Id) -like '*84EAAE65-2F2E-45F5-9BB5-0E857DC8EB47' } | Select-Object -First 1
+if (($null -ne $heartbeat) -and ([string]$heartbeat.PrimaryOperationalStatus -ne 'Ok')) {
+    Write-Warning "the guest's heartbeat is '$($heartbeat.PrimaryOperationalStatus)': is Windows fully booted?"
 }
 
 $existing = @(Get-VMSnapshot -VMName $Name | Where-Object { $_.Name -eq $CheckpointName })
