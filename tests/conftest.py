@@ -58,6 +58,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     user.write_text("", encoding="utf-8")  # an explicit DRIVERPIPE_CONFIG must name an existing file
     monkeypatch.setenv("DRIVERPIPE_CONFIG", str(user))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path.parent / f"{tmp_path.name}-state"))  # locks and Wine prefixes, outside the project
     for var in list(os.environ):
         if var.startswith("DRIVERPIPE_") and var not in ("DRIVERPIPE_CONFIG",):
             monkeypatch.delenv(var, raising=False)

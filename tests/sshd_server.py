@@ -156,6 +156,11 @@ def sha256(path):
 
 
 def run(name, p, out):
+    if name == "Set-GuestLease.ps1":
+        sys.path.insert(0, str(HERE))
+        import lease  # tests/fakes/lease.py, copied beside this fake: the script's rules on a real file
+
+        return lease.on_local_file(Path(p["Path"].replace("\\", "/")), p)
     if name == "Get-FileSha256.ps1":
         path = Path(p["Path"])
         if path.is_file():
@@ -270,6 +275,7 @@ def install_fake_powershell(base: Path, names: tuple[str, ...] = ("powershell",)
         shutil.copy2(script, ps_dir / script.name)
     for name, text in TEST_SCRIPTS.items():
         (ps_dir / name).write_text(text, encoding="utf-8")
+    shutil.copy2(Path(__file__).resolve().parent / "fakes" / "lease.py", bin_dir / "lease.py")
     for name in names:
         exe = bin_dir / name
         exe.write_text(f"#!{sys.executable}\n{FAKE_POWERSHELL}", encoding="utf-8")

@@ -68,6 +68,13 @@ def os_error_line(exc: OSError) -> str:
     return f"error: {why}{where} (fix: {fixes.get(exc.errno or 0, 'check the path and its permissions')})"
 
 
+def _build_output_held(ctx: Any) -> Any:
+    """build, package and sign on one checkout take turns: the manifest and package folder are theirs."""
+    from .locks import build_lock, held
+
+    return held(build_lock(ctx), ctx)
+
+
 def make_context(dry: bool, flags: dict[str, Any] | None = None, verbose: bool = False, *, target: str | bool | None = False) -> Any:
     """Load and validate config. `target` (a name, or None for the default) is checked up front."""
     from .config import load
@@ -99,21 +106,24 @@ def build(dry: bool, *, from_path: str | None, profile: str | None, features: st
     if features is not None:
         flags["build.features"] = [f for f in features.replace(",", " ").split() if f]
     ctx = make_context(dry, flags)
-    _step("build").run(ctx, from_path=Path(from_path) if from_path else None)
+    with _build_output_held(ctx):
+        _step("build").run(ctx, from_path=Path(from_path) if from_path else None)
     return 0
 
 
 @guarded
 def package(dry: bool, *, profile: str | None) -> int:
     ctx = make_context(dry, {"build.profile": profile})
-    _step("package").run(ctx)
+    with _build_output_held(ctx):
+        _step("package").run(ctx)
     return 0
 
 
 @guarded
 def sign(dry: bool, *, new_cert: bool, backend: str | None, profile: str | None) -> int:
     ctx = make_context(dry, {"sign.backend": backend, "build.profile": profile})
-    _step("sign").run(ctx, new_cert=new_cert)
+    with _build_output_held(ctx):
+        _step("sign").run(ctx, new_cert=new_cert)
     return 0
 
 

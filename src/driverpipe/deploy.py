@@ -602,6 +602,7 @@ class Deployment:
     reboot_needed: bool = False
     to_push: list[Path] = field(default_factory=list)
     driver: str = "unknown"  # last known driver state on the guest, for interruption messages
+    renew: Callable[[], None] | None = None  # renews the run's lease on the guest before each step
     run_id: str = field(default_factory=lambda: time.strftime("%Y%m%d-%H%M%S"))
 
     @property
@@ -911,6 +912,8 @@ def execute(plan: list[Step], d: Deployment) -> int:
     for step in plan:
         if not step.when(d):
             continue
+        if d.renew is not None:
+            d.renew()
         d.ctx.step(f"{step.name}: {step.summary}")
         try:
             step.action(d)
@@ -939,12 +942,13 @@ def deploy_to(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     plan: list[Step] | None = None,
+    renew: Callable[[], None] | None = None,
 ) -> int:
     """Deploy `pkg` through an already open guest (tests and regress call this; `run` opens the guest)."""
     steps = plan if plan is not None else ops_for(guest).deploy_plan()
     if ctx.dry:
         print_plan(ctx, steps)
-    d = Deployment(ctx, guest, pkg, target, verify=verify, capture_factory=capture_factory, clock=clock, sleep=sleep)
+    d = Deployment(ctx, guest, pkg, target, verify=verify, capture_factory=capture_factory, clock=clock, sleep=sleep, renew=renew)
     code = execute(steps, d)
     if not ctx.dry:
         ctx.say(f"deploy ok: {pkg.name} loaded on {d.name} ({getattr(guest, 'round_trips', '?')} round trips)")
@@ -991,52 +995,72 @@ def _open_guest(ctx: RunContext, target: Any) -> Any:
 
 def run(ctx: RunContext, *, target: str | None, verify: bool = True) -> int:
     """`invoke deploy`: 0 when the driver is loaded, smoke-tested and (with verify) its DbgPrint lines checked."""
+    from .locks import held, lease_for, target_lock
+
     section = ctx.config.target(target)
     pkg = _signed_package(ctx)
-    guest = _open_guest(ctx, section)
-    try:
-        code = deploy_to(ctx, guest, pkg, section, verify=verify)
-        if code == 0 and not ctx.dry:
-            ops_for(guest).deployed()
-        return code
-    finally:
+    with held(target_lock(ctx, section), ctx):
+        guest = _open_guest(ctx, section)
+        lease = lease_for(ctx, section, guest)
         try:
-            guest.close()
-        except Exception:  # closing a dead connection must not mask the real outcome
-            pass
+            if lease is not None:
+                lease.acquire(float(ctx.config.project.deploy.lock_wait), ctx.step)
+            code = deploy_to(ctx, guest, pkg, section, verify=verify, renew=lease.renew if lease is not None else None)
+            if code == 0 and not ctx.dry:
+                ops_for(guest).deployed()
+            return code
+        finally:
+            if lease is not None:
+                lease.release()
+            try:
+                guest.close()
+            except Exception:  # closing a dead connection must not mask the real outcome
+                pass
 
 
 def unload(ctx: RunContext, *, target: str | None, delete: bool = False) -> None:
     """`invoke unload`: sc stop, wait STOPPED, device path gone, optionally sc delete."""
+    from .locks import held, lease_for, target_lock
+
     section = ctx.config.target(target)
-    guest = _open_guest(ctx, section)
+    with held(target_lock(ctx, section), ctx):
+        guest = _open_guest(ctx, section)
+        lease = lease_for(ctx, section, guest)
+        try:
+            if lease is not None:
+                lease.acquire(float(ctx.config.project.deploy.lock_wait), ctx.step)
+            _unload_on(ctx, section, guest, delete)
+        finally:
+            if lease is not None:
+                lease.release()
+            try:
+                guest.close()
+            except Exception:  # closing a dead connection must not mask the real outcome
+                pass
+
+
+def _unload_on(ctx: RunContext, section: Any, guest: Any, delete: bool) -> None:
     name = str(section.get("name") or getattr(guest, "name", "guest"))
+    ctx.step(f"unload {_service_name(ctx)} on {name}")
+    ops = ops_for(guest, section)
+    capture = ops.new_capture(ctx, time.strftime("unload-%Y%m%d-%H%M%S"), _guest_dir(ctx, section)) if ops.capture_always_on else None
     try:
-        ctx.step(f"unload {_service_name(ctx)} on {name}")
-        ops = ops_for(guest, section)
-        capture = ops.new_capture(ctx, time.strftime("unload-%Y%m%d-%H%M%S"), _guest_dir(ctx, section)) if ops.capture_always_on else None
-        try:
-            result = unload_driver(ctx, guest, delete=delete)
-        except KeyboardInterrupt:
-            ctx.say(f"interrupted during unload on {name}: driver state unknown (sc stop may have run)")
-            raise
-        if result.dry:
-            return
-        if not result.stopped:
-            raise DeployStepFailed(f"{name}: {result.message}")
-        if not result.device_gone:
-            raise CheckFailed(f"{name}: {result.message}", "the driver's DriverUnload must delete its symbolic link and device")
-        if delete and result.deleted is False:
-            raise DeployStepFailed(f"{name}: {result.message}")
-        if capture is not None and result.stop_code == 0 and not ctx.dry:
-            verdict = capture.wait_for("unload")
-            ctx.say(_render(verdict))
-            if not getattr(verdict, "passed", False):
-                raise CheckFailed(f"{name}: DbgPrint check failed: {getattr(verdict, 'message', '')}", "the driver's DriverUnload lines did not appear")
-        what = "not installed" if result.stop_code == 1060 else ("already stopped" if result.stop_code == 1062 else "stopped")
-        ctx.say(f"{name}: {_service_name(ctx)} {what}; {ctx.config.project.device_path} is gone" + ("; service deleted" if result.deleted else ""))
-    finally:
-        try:
-            guest.close()
-        except Exception:  # closing a dead connection must not mask the real outcome
-            pass
+        result = unload_driver(ctx, guest, delete=delete)
+    except KeyboardInterrupt:
+        ctx.say(f"interrupted during unload on {name}: driver state unknown (sc stop may have run)")
+        raise
+    if result.dry:
+        return
+    if not result.stopped:
+        raise DeployStepFailed(f"{name}: {result.message}")
+    if not result.device_gone:
+        raise CheckFailed(f"{name}: {result.message}", "the driver's DriverUnload must delete its symbolic link and device")
+    if delete and result.deleted is False:
+        raise DeployStepFailed(f"{name}: {result.message}")
+    if capture is not None and result.stop_code == 0 and not ctx.dry:
+        verdict = capture.wait_for("unload")
+        ctx.say(_render(verdict))
+        if not getattr(verdict, "passed", False):
+            raise CheckFailed(f"{name}: DbgPrint check failed: {getattr(verdict, 'message', '')}", "the driver's DriverUnload lines did not appear")
+    what = "not installed" if result.stop_code == 1060 else ("already stopped" if result.stop_code == 1062 else "stopped")
+    ctx.say(f"{name}: {_service_name(ctx)} {what}; {ctx.config.project.device_path} is gone" + ("; service deleted" if result.deleted else ""))

@@ -193,6 +193,10 @@ def check_wine_target(ctx: RunContext, target: Any) -> Iterable[Check]:
 
 def check_target(ctx: RunContext, target_name: str) -> Iterable[Check]:
     target = ctx.config.target(target_name)
+    from .locks import describe, target_lock
+
+    holder = target_lock(ctx, target).probe()
+    yield Check(f"target {target.name}: lock", "warn" if holder else "ok", f"in use by {describe(holder)}" if holder else "free on this machine")
     if target.transport == "wine":
         yield from check_wine_target(ctx, target)
         return
@@ -216,6 +220,12 @@ def check_target(ctx: RunContext, target_name: str) -> Iterable[Check]:
         vm_name = getattr(guest, "vm_name", "")  # PowerShell Direct
         where = f"powershell-direct://{vm_name}" if vm_name else f"{target.transport}://{target.host or 'local'}"
         yield Check(f"target {target.name}: reachable", "ok", where)
+        from .locks import lease_for
+
+        lease = lease_for(ctx, target, guest)
+        leased = lease.query() if lease is not None else None
+        if lease is not None:
+            yield Check(f"target {target.name}: lease", "warn" if leased else "ok", f"leased by {describe(leased)}" if leased else "not leased")
         yield from guest_state_checks(state, target.test_machine)
     except PipelineError as exc:
         yield Check(f"target {target.name}: state", "missing", exc.message, exc.hint or "")

@@ -340,15 +340,22 @@ def run(ctx: RunContext, *, target: str | None) -> int:
         )
     cert_file = test_cert(ctx)
     from .guest.connect import open_guest
+    from .locks import held, lease_for, target_lock
 
-    guest = open_guest(ctx, section)
-    try:
-        out = provision_guest(ctx, guest, section, cert_file=cert_file)
-    finally:
+    with held(target_lock(ctx, section), ctx):
+        guest = open_guest(ctx, section)
+        lease = lease_for(ctx, section, guest)
         try:
-            guest.close()
-        except Exception:  # closing a dead connection must not hide the outcome
-            pass
+            if lease is not None:
+                lease.acquire(float(ctx.config.project.deploy.lock_wait), ctx.step)
+            out = provision_guest(ctx, guest, section, cert_file=cert_file)
+        finally:
+            if lease is not None:
+                lease.release()
+            try:
+                guest.close()
+            except Exception:  # closing a dead connection must not hide the outcome
+                pass
     for note in out.notes:
         ctx.say(f"note: {note}")
     if ctx.dry:

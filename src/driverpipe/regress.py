@@ -78,6 +78,7 @@ class RegressSession:
     aborted: str = ""  # set after a bugcheck or a lost guest: the remaining phases are skipped
     hung: str = ""  # set when the current phase hit a guest timeout: the watch forces a dump
     capture: Any = None
+    lease: Any = None  # the run's lease on a remote guest (renewed before every phase)
     artifacts: list[str] = field(default_factory=list)  # run-level artifacts (capture log), relative to report_dir
     sleep: Callable[[float], None] = time.sleep
 
@@ -324,16 +325,24 @@ class RegressPlugin:
         config._driverpipe_regress = self.session
 
     def pytest_runtest_setup(self, item: Any) -> None:
+        if self.session.lease is not None:
+            try:
+                self.session.lease.renew()
+            except PipelineError:
+                pass  # an unreachable guest shows in the phase itself
         self.session.begin(item.name)
         self.session.hung = ""
-        self.session.ctx.step(f"phase {item.name}")  # the suite's own output goes to the report: show progress here
+
+    # The suite's own output goes to the report; progress is shown from these hooks, which
+    # pytest runs outside its output capture.
+    def pytest_runtest_logstart(self, nodeid: str, location: Any) -> None:
+        self.session.ctx.step(f"phase {nodeid.rsplit('::', 1)[-1]}")
 
     def pytest_runtest_logfinish(self, nodeid: str, location: Any) -> None:
         record = self.session.current
         if record is not None:
-            self.session.ctx.step(
-                f"  {record.status} ({record.duration_s:.1f} s)" + (f": {record.message}" if record.status not in ("pass",) and record.message else "")
-            )
+            detail = f": {record.message}" if record.status != "pass" and record.message else ""
+            self.session.ctx.step(f"  {record.name}: {record.status} ({record.duration_s:.1f} s){detail}")
 
     def pytest_runtest_makereport(self, item: Any, call: Any) -> None:
         from .guest.errors import GuestTimeout
@@ -448,8 +457,6 @@ def run(
     vm_factory: Callable[[], Any] | None = None,
     pytest_args: list[str] | None = None,
 ) -> int:
-    import pytest
-
     target_section = ctx.config.target(target)
     for issue in ctx.config.project.regress.known_issues:
         try:
@@ -483,8 +490,31 @@ def run(
         )
         ctx.say(f"[dry] reports would be written to {out}")
         return 0
+    from .locks import held, lease_for, target_lock
+
+    with held(target_lock(ctx, target_section), ctx):
+        return _run_held(ctx, target_section, out, suite, faults, guest_factory, vm_factory, pytest_args, lease_for)
+
+
+def _run_held(
+    ctx: RunContext,
+    target_section: Any,
+    out: Path,
+    suite: Path,
+    faults: bool,
+    guest_factory: Callable[[], Any] | None,
+    vm_factory: Callable[[], Any] | None,
+    pytest_args: list[str] | None,
+    lease_for: Callable[..., Any],
+) -> int:
+    import pytest
+
     session = RegressSession(ctx=ctx, target=target_section, report_dir=out, faults=faults, guest_factory=guest_factory, vm_factory=vm_factory)
     preflight(session)
+    if session.vm is None:  # with a VM host the guest may be off until the revert phase: the local lock is what holds
+        session.lease = lease_for(ctx, target_section, session.guest)
+        if session.lease is not None:
+            session.lease.acquire(float(ctx.config.project.deploy.lock_wait), ctx.step)
     # importlib mode: the suite may be collected inside another pytest run (our own tests) without module-name clashes.
     args = [str(suite), "-p", "no:cacheprovider", "--import-mode=importlib", "-q", "-rN", "--no-header", "-m", "vm", *(pytest_args or [])]
     ctx.step(f"regression suite against {target_section.name}; reports in {out}")
@@ -497,6 +527,8 @@ def run(
         session.interrupted = True
         code = ExitCode.INTERRUPTED
     finally:
+        if session.lease is not None:
+            session.lease.release()
         where = leave_vm_safe(session)
         ctx.step(where)
         session.close()

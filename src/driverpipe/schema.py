@@ -98,6 +98,10 @@ PROJECT = Table(
                 "smoke_test": Key(bool, True, "open the device from user mode after loading"),
                 "reboot_timeout": Key((int, float), 600, positive=True, doc="seconds to wait for a guest reboot"),
                 "script_timeout": Key((int, float), 120, positive=True, doc="seconds one guest script may run"),
+                "lock_wait": Key((int, float), 300, "seconds a run waits for a target (or the build output) another run holds", low=0, high=86400),
+                "lease_seconds": Key(
+                    (int, float), 900, positive=True, doc="lifetime of the lease on a remote guest, renewed at every step (a dead run's lease expires)"
+                ),
             }
         ),
         "debugview": Table(

@@ -191,3 +191,13 @@ def test_guest_ready(m: FakeWindows, p: dict[str, Any]) -> dict[str, Any]:
         "uptime_seconds": 30,
         "boot_time": m.boot_time,
     }
+
+
+@handler("Set-GuestLease.ps1")
+def set_guest_lease(m: FakeWindows, p: dict[str, Any]) -> dict[str, Any]:
+    from .lease import decide
+
+    new, result = decide(m.files.get(p["Path"], b"").decode("utf-8"), p)
+    if new is not None:
+        m.files[p["Path"]] = new.encode("utf-8")
+    return result

@@ -70,3 +70,26 @@ def test_dry_doctor_does_not_contact_the_guest(project: Path, monkeypatch: pytes
     ctx, _ = _ctx(project, dry=True)
     got = rows(doctor.collect(ctx, target="lab", tasks=["deploy"]))
     assert got["target lab: state"] == "n/a"
+
+
+def test_doctor_shows_who_holds_the_target(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lease another run holds on the guest, and this machine's lock, are shown (read only: nothing is taken)."""
+    import json
+    import time
+
+    from driverpipe.locks import target_lock
+
+    machine = FakeWindows.prepared()
+    lease = {"token": "other", "owner": "ci", "host": "runner-7", "pid": 4242, "started": int(time.time()), "expires": int(time.time()) + 600}
+    machine.files["C:\\WazabiEDR\\.driverpipe-lease.json"] = json.dumps(lease).encode()
+    monkeypatch.setattr("driverpipe.guest.connect.open_guest", lambda ctx, target: FakeGuest(machine, "lab"))
+    ctx, _ = _ctx(project)
+    lock = target_lock(ctx, ctx.config.target("lab"))
+    lock.acquire(1, lambda _line: None)
+    try:
+        checks = {c.name: c for c in doctor.collect(ctx, target="lab", tasks=["deploy"])}
+    finally:
+        lock.release()
+    assert checks["target lab: lease"].status == "warn" and "leased by ci@runner-7 (pid 4242" in checks["target lab: lease"].detail
+    assert checks["target lab: lock"].status == "warn" and "in use by" in checks["target lab: lock"].detail
+    assert json.loads(machine.files["C:\\WazabiEDR\\.driverpipe-lease.json"])["token"] == "other", "doctor takes nothing"

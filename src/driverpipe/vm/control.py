@@ -32,6 +32,15 @@ def run(ctx: Any, action: str, *, target: str | None = None, state: str | None =
             f"targets.{section.name}: vm.{action} changes the VM, but test_machine is not true",
             f"set targets.{section.name}.test_machine = true for a disposable test VM, or pass --force",
         )
+    if action in CHANGING:
+        from ..locks import held, target_lock
+
+        with held(target_lock(ctx, section), ctx):
+            return _run(ctx, action, section, state, timeout)
+    return _run(ctx, action, section, state, timeout)
+
+
+def _run(ctx: Any, action: str, section: Section, state: str | None, timeout: float | None) -> int:
     host = open_vm_host(ctx, section)
     if host is None:
         raise ConfigError(
