@@ -56,9 +56,9 @@ def main() -> int:
         def bare() -> None:
             subprocess.run(bare_argv, cwd=wdm, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-        from driverpipe import build
-        from driverpipe.config import load
-        from driverpipe.context import RunContext
+        from driverpipe.core.config import load
+        from driverpipe.core.context import RunContext
+        from driverpipe.image import build
 
         ctx = RunContext(config=load(root=project), dry=False, echo=lambda _line: None, progress=lambda _line: None)
 

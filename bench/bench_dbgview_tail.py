@@ -4,7 +4,7 @@
    Prints, per poll, the file size and the bytes that poll read: only new bytes
    are read, whatever the file size.
 2. A writer thread appends other drivers' chatter, then the driver's load lines;
-   the verdict loop (driverpipe.verify.follow, default poll interval 0.5 s) tails
+   the verdict loop (driverpipe.checks.verify.follow, default poll interval 0.5 s) tails
    the file. Prints the latency from writing the last expected line to the
    verdict, over several runs, against the poll interval (target: <= interval).
 
@@ -22,9 +22,9 @@ import time
 import tomllib
 from pathlib import Path
 
-from driverpipe.dbgview import LogTail
-from driverpipe.expect import Expectation, Matcher
-from driverpipe.verify import follow
+from driverpipe.checks.verify import follow
+from driverpipe.parse.dbgview import LogTail
+from driverpipe.parse.expect import Expectation, Matcher
 
 REPO = Path(__file__).resolve().parent.parent
 POLL = 0.5

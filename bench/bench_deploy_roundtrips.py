@@ -20,9 +20,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from driverpipe import deploy  # noqa: E402
-from driverpipe.config import load  # noqa: E402
-from driverpipe.context import RunContext  # noqa: E402
+from driverpipe.core.config import load  # noqa: E402
+from driverpipe.core.context import RunContext  # noqa: E402
+from driverpipe.targets import deploy  # noqa: E402
 from fakes.guest import FakeCapture, FakeGuest, FakeWindows  # noqa: E402
 from fakes.package import StubPackage  # noqa: E402
 

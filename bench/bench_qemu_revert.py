@@ -23,11 +23,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from driverpipe.config import load  # noqa: E402
-from driverpipe.context import RunContext  # noqa: E402
-from driverpipe.vm.base import VmState  # noqa: E402
-from driverpipe.vm.factory import open_vm_host  # noqa: E402
-from driverpipe.vm.qemu import QemuHost  # noqa: E402
+from driverpipe.core.config import load  # noqa: E402
+from driverpipe.core.context import RunContext  # noqa: E402
+from driverpipe.vmhosts.base import VmState  # noqa: E402
+from driverpipe.vmhosts.factory import open_vm_host  # noqa: E402
+from driverpipe.vmhosts.qemu import QemuHost  # noqa: E402
 from qemu_guest import IDLE, make_base_image  # noqa: E402
 
 

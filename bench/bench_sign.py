@@ -30,9 +30,9 @@ def main() -> int:
         shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
         (root / "user.toml").write_text("", encoding="utf-8")
         os.environ.update(XDG_DATA_HOME=str(root / "data"), DRIVERPIPE_CONFIG=str(root / "user.toml"), PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring")
-        from driverpipe import sign
-        from driverpipe.config import load
-        from driverpipe.context import RunContext
+        from driverpipe.core.config import load
+        from driverpipe.core.context import RunContext
+        from driverpipe.signing import sign
 
         ctx = RunContext(config=load(root), echo=lambda _: None, progress=lambda _: None)
         started = time.perf_counter()

@@ -25,8 +25,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-import driverpipe.guest.base as guest_base  # noqa: E402
-from driverpipe.guest.ssh import SSHGuest  # noqa: E402
+import driverpipe.transports.base as guest_base  # noqa: E402
+from driverpipe.transports.ssh import SSHGuest  # noqa: E402
 from sshd_server import SshdServer, install_fake_powershell  # noqa: E402
 
 

@@ -51,9 +51,9 @@ def main() -> int:
 
         first = timed(lambda: invoke("build", "sign", "deploy"))
 
-        from driverpipe import deploy
-        from driverpipe.config import load
-        from driverpipe.context import RunContext
+        from driverpipe.core.config import load
+        from driverpipe.core.context import RunContext
+        from driverpipe.targets import deploy
 
         ctx = RunContext(config=load(root=project), dry=False, echo=lambda _l: None, progress=lambda _l: None)
         step = statistics.median(timed(lambda: deploy.run(ctx, target=None)) for _ in range(RUNS))

@@ -71,8 +71,8 @@ FAKE_POWERSHELL = r'''
 import base64, hashlib, json, os, sys, time
 from pathlib import Path
 
-from driverpipe.guest.base import load_script
-from driverpipe.guest.psencode import ERROR_MARKER, decode_command, parse_wrapper
+from driverpipe.transports.base import load_script
+from driverpipe.transports.psencode import ERROR_MARKER, decode_command, parse_wrapper
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = Path(os.environ.get("FAKE_PS_SCRIPTS") or (HERE.parent / "ps"))

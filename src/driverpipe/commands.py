@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .errors import ConfigError, ExitCode, NotImplementedYet, PipelineError
+from .core.errors import ConfigError, ExitCode, NotImplementedYet, PipelineError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -25,7 +25,7 @@ class TaskExit(SystemExit):
 
 
 def _fail(message: str, code: int) -> None:
-    from .secrets import REDACT
+    from .core.secrets import REDACT
 
     print(REDACT(message), file=sys.stderr, flush=True)
     raise TaskExit(code)
@@ -70,15 +70,16 @@ def os_error_line(exc: OSError) -> str:
 
 def _build_output_held(ctx: Any) -> Any:
     """build, package and sign on one checkout take turns: the manifest and package folder are theirs."""
-    from .locks import build_lock, held
+    from .core.locks import held
+    from .image.lock import build_lock
 
     return held(build_lock(ctx), ctx)
 
 
 def make_context(dry: bool, flags: dict[str, Any] | None = None, verbose: bool = False, *, target: str | bool | None = False) -> Any:
     """Load and validate config. `target` (a name, or None for the default) is checked up front."""
-    from .config import load
-    from .context import RunContext
+    from .core.config import load
+    from .core.context import RunContext
 
     cfg = load(flags=flags)
     if target is not False:
@@ -106,8 +107,10 @@ def build(dry: bool, *, from_path: str | None, profile: str | None, features: st
     if features is not None:
         flags["build.features"] = [f for f in features.replace(",", " ").split() if f]
     ctx = make_context(dry, flags)
+    if from_path:
+        _step("image.build").check_from_path(ctx, Path(from_path))  # bad input is refused before anything is locked or written
     with _build_output_held(ctx):
-        _step("build").run(ctx, from_path=Path(from_path) if from_path else None)
+        _step("image.build").run(ctx, from_path=Path(from_path) if from_path else None)
     return 0
 
 
@@ -115,7 +118,7 @@ def build(dry: bool, *, from_path: str | None, profile: str | None, features: st
 def package(dry: bool, *, profile: str | None) -> int:
     ctx = make_context(dry, {"build.profile": profile})
     with _build_output_held(ctx):
-        _step("package").run(ctx)
+        _step("image.package").run(ctx)
     return 0
 
 
@@ -123,40 +126,40 @@ def package(dry: bool, *, profile: str | None) -> int:
 def sign(dry: bool, *, new_cert: bool, backend: str | None, profile: str | None) -> int:
     ctx = make_context(dry, {"sign.backend": backend, "build.profile": profile})
     with _build_output_held(ctx):
-        _step("sign").run(ctx, new_cert=new_cert)
+        _step("signing.sign").run(ctx, new_cert=new_cert)
     return 0
 
 
 @guarded
 def deploy(dry: bool, *, target: str | None, no_verify: bool) -> int:
     ctx = make_context(dry, target=target)
-    return int(_step("deploy").run(ctx, target=target, verify=not no_verify) or 0)
+    return int(_step("targets.deploy").run(ctx, target=target, verify=not no_verify) or 0)
 
 
 @guarded
 def unload(dry: bool, *, target: str | None, delete: bool) -> int:
     ctx = make_context(dry, target=target)
-    _step("deploy").unload(ctx, target=target, delete=delete)
+    _step("targets.deploy").unload(ctx, target=target, delete=delete)
     return 0
 
 
 @guarded
 def verify(dry: bool, *, target: str | None, log: str | None, phase: str, as_json: bool, step: str | None) -> int:
     ctx = make_context(dry, target=False if log else target)
-    return int(_step("verify").run(ctx, target=target, log=Path(log) if log else None, phase=phase, as_json=as_json, step=step) or 0)
+    return int(_step("checks.verify").run(ctx, target=target, log=Path(log) if log else None, phase=phase, as_json=as_json, step=step) or 0)
 
 
 @guarded
 def logs(dry: bool, *, target: str | None, out: str | None) -> int:
     ctx = make_context(dry, target=target)
-    _step("verify").pull_logs(ctx, target=target, out=Path(out) if out else None)
+    _step("checks.verify").pull_logs(ctx, target=target, out=Path(out) if out else None)
     return 0
 
 
 @guarded
 def regress(dry: bool, *, target: str | None, cycles: int | None, no_faults: bool, verifier: bool, report_dir: str | None) -> int:
     ctx = make_context(dry, {"regress.cycles": cycles, "regress.verifier": verifier or None}, target=target)
-    return int(_step("regress").run(ctx, target=target, faults=not no_faults, report_dir=Path(report_dir) if report_dir else None) or 0)
+    return int(_step("checks.regress").run(ctx, target=target, faults=not no_faults, report_dir=Path(report_dir) if report_dir else None) or 0)
 
 
 @guarded
@@ -169,13 +172,13 @@ def doctor(dry: bool, *, target: str | None, tasks: str | None) -> int:
 @guarded
 def provision(dry: bool, *, target: str | None) -> int:
     ctx = make_context(dry, target=target)
-    return int(_step("provision").run(ctx, target=target) or 0)
+    return int(_step("targets.provision").run(ctx, target=target) or 0)
 
 
 @guarded
 def target_add(dry: bool, *, name: str, values: dict[str, Any], default: bool = False) -> int:
-    from .config import add_named_entry, coerce_text, load, name_problem, user_config_path
-    from .schema import TARGET, Key
+    from .core.config import add_named_entry, coerce_text, load, name_problem, user_config_path
+    from .core.schema import TARGET, Key
 
     load(allow_missing_user=True)  # the project config must be valid before we touch the user file (which may not exist yet)
     if name_problem(name):
@@ -195,11 +198,11 @@ def target_add(dry: bool, *, name: str, values: dict[str, Any], default: bool = 
 
 @guarded
 def vm(dry: bool, action: str, *, target: str | None, name: str | None = None, timeout: Any = None, force: bool = False) -> int:
-    from .config import coerce_text, name_problem
-    from .schema import Key
+    from .core.config import coerce_text, name_problem
+    from .core.schema import Key
 
     seconds = None if timeout is None else coerce_text("--timeout", timeout, Key((int, float), 60, positive=True))
     if name is not None and name_problem(name):
         raise ConfigError(f"--name {name!r}: {name_problem(name)} (a VM state name)", "use letters, digits, '.', '_' and '-'")
     ctx = make_context(dry, target=target)
-    return int(_step("vm.control").run(ctx, action, target=target, state=name, timeout=seconds, force=force) or 0)
+    return int(_step("vmcontrol").run(ctx, action, target=target, state=name, timeout=seconds, force=force) or 0)

@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .context import RunContext
-from .errors import ExitCode, PipelineError
-from .runner import which
+from .core.context import RunContext
+from .core.errors import ExitCode, PipelineError
+from .core.runner import which
 
 ALL_TASKS = ("build", "package", "sign", "deploy", "verify", "regress", "vm")
 MAIN_JOB = ("build", "package", "sign", "deploy")
@@ -103,7 +103,7 @@ def check_wdk(ctx: RunContext, local_build: bool) -> Iterable[Check]:
         yield Check("WDK", "n/a", "not a Windows host: the WDK lives on the build host")
         return
     try:
-        wdk = importlib.import_module("driverpipe.wdk")
+        wdk = importlib.import_module("driverpipe.image.wdk")
         info = wdk.discover()
     except ModuleNotFoundError:
         yield Check("WDK", "missing", "WDK discovery is not available in this version")
@@ -167,9 +167,9 @@ def check_config(ctx: RunContext) -> Iterable[Check]:
 
 def check_wine_target(ctx: RunContext, target: Any) -> Iterable[Check]:
     """A Wine target, without starting Wine: the tools, the prefix, what cannot be checked there."""
-    from .wine.host import WineHost
-    from .wine.prefix import INSTALL_HINT
-    from .wine.target import NOT_APPLICABLE
+    from .targets.wine.host import WineHost
+    from .targets.wine.prefix import INSTALL_HINT
+    from .targets.wine.target import NOT_APPLICABLE
 
     for tool in (str(target.wine["wine"]), str(target.wine["wineserver"])):
         found = which(tool)
@@ -193,7 +193,7 @@ def check_wine_target(ctx: RunContext, target: Any) -> Iterable[Check]:
 
 def check_target(ctx: RunContext, target_name: str) -> Iterable[Check]:
     target = ctx.config.target(target_name)
-    from .locks import describe, target_lock
+    from .core.locks import describe, target_lock
 
     holder = target_lock(ctx, target).probe()
     yield Check(f"target {target.name}: lock", "warn" if holder else "ok", f"in use by {describe(holder)}" if holder else "free on this machine")
@@ -201,7 +201,7 @@ def check_target(ctx: RunContext, target_name: str) -> Iterable[Check]:
         yield from check_wine_target(ctx, target)
         return
     try:
-        from .guest.connect import open_guest
+        from .targets.open import open_target as open_guest
     except ModuleNotFoundError:
         yield Check(f"target {target.name}", "missing", "the guest transports are not available in this version")
         return
@@ -214,13 +214,13 @@ def check_target(ctx: RunContext, target_name: str) -> Iterable[Check]:
         if ctx.dry:
             yield Check(f"target {target.name}: state", "n/a", "--dry: the guest is not contacted")
             return
-        from .deploy import read_guest_state
+        from .targets.deploy import read_guest_state
 
         state = read_guest_state(guest, ctx)
         vm_name = getattr(guest, "vm_name", "")  # PowerShell Direct
         where = f"powershell-direct://{vm_name}" if vm_name else f"{target.transport}://{target.host or 'local'}"
         yield Check(f"target {target.name}: reachable", "ok", where)
-        from .locks import lease_for
+        from .targets.leases import lease_for
 
         lease = lease_for(ctx, target, guest)
         leased = lease.query() if lease is not None else None
@@ -275,15 +275,15 @@ def collect(ctx: RunContext, *, target: str | None, tasks: list[str]) -> list[Ch
     wanted = set(tasks or MAIN_JOB)
     unknown = wanted - set(ALL_TASKS)
     if unknown:
-        from .errors import ConfigError
+        from .core.errors import ConfigError
 
         raise ConfigError(f"doctor --tasks: unknown task(s) {', '.join(sorted(unknown))}", f"choose from {', '.join(ALL_TASKS)}")
-    from .build import choose_model
+    from .image.build import choose_model
 
     model, why = choose_model(ctx)
     wdm = "build" in wanted and model == "wdm"
     local_build = "build" in wanted and model == "kmdf" and _is_windows()
-    from .config import BUILTIN_WINE_TARGET
+    from .core.config import BUILTIN_WINE_TARGET
 
     sections: list[Callable[[], Iterable[Check]]] = [
         check_python_deps,

@@ -23,7 +23,7 @@ import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
-from driverpipe.guest.base import GuestScriptError
+from driverpipe.transports.base import GuestScriptError
 
 from .guest import DEBUG_FILTER_KEY, FakeWindows, handler
 

@@ -8,7 +8,7 @@ import hashlib
 import re
 from typing import Any
 
-from driverpipe.guest.base import GuestScriptError
+from driverpipe.transports.base import GuestScriptError
 
 from .guest import AUTOLOGON_KEY, DEBUG_FILTER_KEY, ConnectionDropped, FakeWindows, handler
 

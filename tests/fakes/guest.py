@@ -5,10 +5,10 @@ Boot, HVCI, registry, certificate stores, files, services, devices and the
 kernel debug output. Its sc.exe methods print the real sc.exe formats (see
 the shared notes (02) and corpus/sc) and return the Win32 code as the exit code.
 
-`FakeGuest` implements driverpipe.guest.base.Guest on top of it. run_script
+`FakeGuest` implements driverpipe.transports.base.Guest on top of it. run_script
 dispatches by script FILE NAME to handlers registered with @handler("X.ps1");
 before dispatch it checks the bound parameters against the real shipped script
-with driverpipe.psgrammar.check_bound_params, so a binding bug fails the test.
+with driverpipe.parse.psgrammar.check_bound_params, so a binding bug fails the test.
 
 What is modelled is what the notes state; where Windows behaviour is a guess it
 says "(unsure)". Nothing here ran against a real Windows machine.
@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from driverpipe.errors import EnvironmentProblem, PipelineError, StepFailed
-from driverpipe.guest.base import GuestScriptError, PushResult, script_path
+from driverpipe.core.errors import EnvironmentProblem, PipelineError, StepFailed
+from driverpipe.transports.base import GuestScriptError, PushResult, script_path
 
 Handler = Callable[["FakeWindows", dict[str, Any]], Any]
 
@@ -555,7 +555,7 @@ def _strip_nt_prefix(path: str) -> str:
 
 
 class FakeGuest:
-    """driverpipe.guest.base.Guest over a FakeWindows. Counts round trips and pools opened."""
+    """driverpipe.transports.base.Guest over a FakeWindows. Counts round trips and pools opened."""
 
     def __init__(self, machine: FakeWindows, name: str = "fake", *, check_params: bool = True):
         self.machine = machine
@@ -570,7 +570,7 @@ class FakeGuest:
         self._open()
 
     # Real transports raise EnvironmentProblem for an unreachable guest and StepFailed for a connection
-    # closed mid-operation (driverpipe.guest.errors); `machine.drop_error` picks which one a drop gives.
+    # closed mid-operation (driverpipe.transports.errors); `machine.drop_error` picks which one a drop gives.
     def _unreachable(self, why: str, *, connecting: bool = False) -> PipelineError:
         if self.machine.drop_error == "closed" and not connecting:
             return StepFailed(f"{self.name}: the connection was closed by the guest ({why})", "the guest may be rebooting; retry")
@@ -599,7 +599,7 @@ class FakeGuest:
         key = (script, frozenset(params))
         if key in self._checked:
             return
-        from driverpipe.psgrammar import check_bound_params
+        from driverpipe.parse.psgrammar import check_bound_params
 
         problems = check_bound_params(path, dict(params))
         if problems:
@@ -675,7 +675,7 @@ class FakeGuest:
 
 
 class FakeCapture:
-    """Stand-in for driverpipe.verify.Capture in deploy tests: the guest's kernel output goes to a log
+    """Stand-in for driverpipe.targets.capture.Capture in deploy tests: the guest's kernel output goes to a log
     file in machine.files, and wait_for() reads it back with ONE read_range round trip."""
 
     LOG = "C:\\driverpipe\\fake-capture.log"

@@ -1,4 +1,4 @@
-"""A signed-package stand-in (what driverpipe.sign.check_signed_package returns) for deploy tests."""
+"""A signed-package stand-in (what driverpipe.signing.sign.check_signed_package returns) for deploy tests."""
 
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from driverpipe.config import load
-from driverpipe.context import RunContext
+from driverpipe.core.config import load
+from driverpipe.core.context import RunContext
 
 
 def make_ctx(project: Path, *, dry: bool = False, flags: dict[str, Any] | None = None) -> tuple[RunContext, list[str]]:

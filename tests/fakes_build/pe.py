@@ -2,7 +2,7 @@
 header checks, Authenticode hashing and osslsigncode. Not a working driver.
 
 It stands in for what a fake cargo or build host "produced", so by default it
-keeps the image rules the build checks (driverpipe.imagecheck): a correct PE
+keeps the image rules the build checks (driverpipe.image.imagecheck): a correct PE
 checksum and the driver's DbgPrint texts (KMDF model: no exported entry).
 """
 

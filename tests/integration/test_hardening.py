@@ -74,8 +74,8 @@ def test_regress_against_an_unreachable_guest_is_one_line_exit_3_quickly(project
 
 
 def test_values_starting_with_a_dash_never_become_powershell_parameter_names() -> None:
-    from driverpipe.errors import ConfigError
-    from driverpipe.guest.psencode import file_argv
+    from driverpipe.core.errors import ConfigError
+    from driverpipe.transports.psencode import file_argv
 
     argv = file_argv("powershell", "s.ps1", {"Name": "vm1", "Rotate": True, "Skip": False, "Gone": None})
     assert argv[-3:] == ["-Name", "vm1", "-Rotate"]
@@ -84,8 +84,8 @@ def test_values_starting_with_a_dash_never_become_powershell_parameter_names() -
 
 
 def test_remote_file_names_are_reduced_to_safe_base_names() -> None:
-    from driverpipe.errors import StepFailed
-    from driverpipe.files import safe_basename
+    from driverpipe.core.errors import StepFailed
+    from driverpipe.core.files import safe_basename
 
     assert safe_basename("C:\\Windows\\Minidump\\120526-01.dmp", "dump") == "120526-01.dmp"
     assert safe_basename("/var/log/x.log", "log") == "x.log"

@@ -31,12 +31,13 @@ def _errors(done: subprocess.CompletedProcess[str]) -> list[str]:
 HOLDER = textwrap.dedent(
     """
     import sys, time
-    from driverpipe.config import load
-    from driverpipe.context import RunContext
-    from driverpipe import locks
+    from driverpipe.core.config import load
+    from driverpipe.core.context import RunContext
+    from driverpipe.core import locks
+    from driverpipe.image.lock import build_lock
     ctx = RunContext(config=load(), dry=False, echo=lambda _l: None, progress=lambda _l: None)
     kind = sys.argv[1]
-    lock = locks.build_lock(ctx) if kind == "build" else locks.target_lock(ctx, ctx.config.target(sys.argv[2]))
+    lock = build_lock(ctx) if kind == "build" else locks.target_lock(ctx, ctx.config.target(sys.argv[2]))
     lock.acquire(10, print)
     print("held", flush=True)
     time.sleep(120)
@@ -121,8 +122,8 @@ LEASE = textwrap.dedent(
     """
     import json, sys, time
     from pathlib import Path
-    from driverpipe.guest.ssh import SSHGuest
-    from driverpipe.locks import GuestLease
+    from driverpipe.transports.ssh import SSHGuest
+    from driverpipe.core.locks import GuestLease
     p = json.loads(sys.argv[1])
     guest = SSHGuest(name="lab", host="127.0.0.1", port=p["port"], user=p["user"], key_file=p["key"], known_hosts=Path(p["known_hosts"]),
                      powershell_path=p["powershell"], connect_timeout=5, script_timeout=30, say=lambda _s: None)
@@ -179,7 +180,7 @@ def test_a_guest_lease_over_ssh_excludes_a_second_run_and_expires_when_its_holde
 @pytest.mark.wine
 def test_two_runs_on_one_wine_prefix(project: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     need_tool("wine")
-    from driverpipe.build import target_std_installed
+    from driverpipe.image.build import target_std_installed
 
     need(target_std_installed("x86_64-pc-windows-msvc"), "rustup target add x86_64-pc-windows-msvc")
     ignore = shutil.ignore_patterns("target", "__pycache__")

@@ -40,7 +40,7 @@ def invoke(cwd: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedPr
 
 def test_build_sign_then_deploy_to_an_unreachable_guest(checkout: Path, tmp_path: Path) -> None:
     need_tool("osslsigncode")
-    from driverpipe.build import target_std_installed
+    from driverpipe.image.build import target_std_installed
 
     need(target_std_installed("x86_64-pc-windows-msvc"), "rustup target add x86_64-pc-windows-msvc")
     env = dict(os.environ, WIN11_PW="Hunter2-secret", DRIVERPIPE_PFX_PASSWORD="pfx-Secret-42")

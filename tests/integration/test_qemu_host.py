@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from driverpipe.config import load
-from driverpipe.context import RunContext
-from driverpipe.errors import CheckFailed, ConfigError
-from driverpipe.vm.base import VmState
-from driverpipe.vm.factory import open_vm_host
-from driverpipe.vm.qemu import QemuHost
+from driverpipe.core.config import load
+from driverpipe.core.context import RunContext
+from driverpipe.core.errors import CheckFailed, ConfigError
+from driverpipe.vmhosts.base import VmState
+from driverpipe.vmhosts.factory import open_vm_host
+from driverpipe.vmhosts.qemu import QemuHost
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import need_tool

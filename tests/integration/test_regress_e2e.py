@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 
 from conftest import need_tool
-from driverpipe import regress
-from driverpipe.config import load
-from driverpipe.context import RunContext
-from driverpipe.errors import ExitCode
-from driverpipe.vm.base import VmState
-from driverpipe.vm.factory import open_vm_host
+from driverpipe.checks import regress
+from driverpipe.core.config import load
+from driverpipe.core.context import RunContext
+from driverpipe.core.errors import ExitCode
+from driverpipe.vmhosts.base import VmState
+from driverpipe.vmhosts.factory import open_vm_host
 from fakes.guest import FakeGuest, FakeWindows
 from fakes.package import StubPackage
 from qemu_guest import IDLE, make_base_image
@@ -79,9 +79,9 @@ def lab(project: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, An
     cert = pkg_dir / "test.cer"
     cert.write_bytes(b"0\x82 not a real cert")
     pkg = Pkg(pkg_dir, "WazabiEDR_Driver", files, cert)
-    monkeypatch.setattr("driverpipe.sign.check_signed_package", lambda ctx: pkg)
+    monkeypatch.setattr("driverpipe.signing.sign.check_signed_package", lambda ctx: pkg)
     monkeypatch.setattr(regress, "build_manifest_features", lambda ctx: ["fault-injection"])
-    monkeypatch.setattr("driverpipe.deploy.cert_thumbprint", lambda path: ("AB" * 20, b""))
+    monkeypatch.setattr("driverpipe.targets.deploy.cert_thumbprint", lambda path: ("AB" * 20, b""))
 
     # The OS-less guest ignores the ACPI power button: don't wait long for a graceful stop.
     monkeypatch.setenv("DRIVERPIPE_REGRESS_STOP_TIMEOUT", "1")
@@ -215,7 +215,7 @@ def test_ctrl_c_leaves_the_vm_stopped(lab: dict[str, Any]) -> None:
 
 
 def test_hang_forces_a_dump_through_a_real_nmi(lab: dict[str, Any]) -> None:
-    from driverpipe.guest.errors import GuestTimeout
+    from driverpipe.transports.errors import GuestTimeout
 
     machine = lab["machine"]
     hung = {"done": False}

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from conftest import need_tool
-from driverpipe import report as rep
+from driverpipe.checks import report as rep
 
 pytestmark = pytest.mark.chromium
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from conftest import need_tool
-from driverpipe import sign
-from driverpipe.catalog import read_catalog, write_catalog
-from driverpipe.config import load
-from driverpipe.context import RunContext
-from driverpipe.errors import CheckFailed
+from driverpipe.core.config import load
+from driverpipe.core.context import RunContext
+from driverpipe.core.errors import CheckFailed
+from driverpipe.image.catalog import read_catalog, write_catalog
+from driverpipe.signing import sign
 from pe_image import SAMPLE_INF, write_pe
 
 pytestmark = pytest.mark.osslsigncode
@@ -136,11 +136,11 @@ def test_dry_prints_commands_without_password_and_writes_nothing(env: Path, proj
 
 def test_run_entry_point_with_rotation(env: Path, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The package step is tested on its own: stand in for its layout functions and a no-op run.
-    fake = types.ModuleType("driverpipe.package")
+    fake = types.ModuleType("driverpipe.image.package")
     fake.package_dir = lambda ctx: env  # type: ignore[attr-defined]
     fake.package_name = lambda ctx: NAME  # type: ignore[attr-defined]
     fake.run = lambda ctx: None  # type: ignore[attr-defined]
-    monkeypatch.setitem(__import__("sys").modules, "driverpipe.package", fake)
+    monkeypatch.setitem(__import__("sys").modules, "driverpipe.image.package", fake)
     first = sign.run(_ctx(project)[0], new_cert=False)
     again = sign.run(_ctx(project)[0], new_cert=False)
     assert again.cert.thumbprint == first.cert.thumbprint and not again.cert.created

@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-import driverpipe.guest.base as guest_base
+import driverpipe.transports.base as guest_base
 from conftest import need_tool
-from driverpipe.errors import EnvironmentProblem, ExitCode, PipelineError, StepFailed
-from driverpipe.guest.base import GuestScriptError
-from driverpipe.guest.errors import GuestTimeout, RemoteFileNotFound
-from driverpipe.guest.ssh import SSHGuest
+from driverpipe.core.errors import EnvironmentProblem, ExitCode, PipelineError, StepFailed
+from driverpipe.transports.base import GuestScriptError
+from driverpipe.transports.errors import GuestTimeout, RemoteFileNotFound
+from driverpipe.transports.ssh import SSHGuest
 from sshd_server import SshdServer, fake_calls, install_fake_powershell
 
 pytestmark = [pytest.mark.ssh, pytest.mark.timeout(120)]
@@ -117,7 +117,7 @@ def test_script_timeout_closes_the_channel_and_the_connection_survives(guest: SS
 
 
 def test_require_admin(guest: SSHGuest, fake_bin: Path) -> None:
-    from driverpipe.guest.connect import require_admin
+    from driverpipe.transports.connect import require_admin
 
     require_admin(guest)
     marker = fake_bin / "not-admin"
@@ -273,9 +273,9 @@ def test_wrong_key_is_an_authentication_failure(server: SshdServer, fake_bin: Pa
 
 
 def test_open_guest_from_config(server: SshdServer, fake_bin: Path, project: Path) -> None:
-    from driverpipe.config import load
-    from driverpipe.context import RunContext
-    from driverpipe.guest.connect import open_guest
+    from driverpipe.core.config import load
+    from driverpipe.core.context import RunContext
+    from driverpipe.transports.connect import open_guest
 
     (project / "user-config.toml").write_text(
         f"""
@@ -394,7 +394,7 @@ def test_the_read_loop_waits_for_the_end_of_output_not_just_the_exit_status(gues
 
 
 def test_the_error_marker_is_found_after_a_clixml_record_on_the_same_line() -> None:
-    from driverpipe.guest.psencode import error_line
+    from driverpipe.transports.psencode import error_line
 
     stderr = '#< CLIXML<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04"></Objs>driverpipe-error: sc.exe failed\n'
     assert error_line(stderr) == "sc.exe failed"

@@ -29,7 +29,7 @@ REGISTRY_IMPORTS = {"ZwOpenKey", "ZwQueryValueKey", "ZwClose"}
 
 def need_wdm_target() -> None:
     need_tool("cargo")
-    from driverpipe.build import target_std_installed
+    from driverpipe.image.build import target_std_installed
 
     need(target_std_installed("x86_64-pc-windows-msvc"), "rustup target add x86_64-pc-windows-msvc")
 
@@ -68,7 +68,7 @@ def test_build_links_a_kernel_image_that_keeps_every_rule(checkout: Path, featur
 
     import lief
 
-    from driverpipe.imagecheck import pe_checksum, read_facts
+    from driverpipe.image.imagecheck import pe_checksum, read_facts
 
     facts = read_facts(image)
     assert facts.subsystem == 1 and facts.magic == 0x20B and facts.machine == 0x8664
@@ -114,7 +114,7 @@ def test_package_and_sign_the_real_image(checkout: Path, tmp_path: Path) -> None
     )
     assert catalog.returncode == 0, catalog.stdout + catalog.stderr
     # The signed image still keeps the rules (osslsigncode rewrites the checksum).
-    from driverpipe.imagecheck import check
+    from driverpipe.image.imagecheck import check
 
     check(sys_file, model="wdm", arch="amd64", texts=["[WazabiEDR] DriverEntry called"])
     assert "wdm" in done.stdout

@@ -37,7 +37,7 @@ def wine_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     need_tool("wine")
     need_tool("wineserver")
     need_tool("osslsigncode")
-    from driverpipe.build import target_std_installed
+    from driverpipe.image.build import target_std_installed
 
     need(target_std_installed("x86_64-pc-windows-msvc"), "rustup target add x86_64-pc-windows-msvc")
     state = tmp_path_factory.mktemp("wine-state")
@@ -47,7 +47,7 @@ def wine_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def _stop(prefix: Path) -> None:
-    from driverpipe.wine.prefix import WinePrefix
+    from driverpipe.targets.wine.prefix import WinePrefix
 
     WinePrefix(prefix, say=lambda _line: None).stop(force=True)
 
@@ -78,7 +78,7 @@ def prefix_of(wine_state: Path, name: str = "wine") -> Path:
 
 
 def wine_processes(prefix: Path) -> dict[int, str]:
-    from driverpipe.wine.prefix import WinePrefix
+    from driverpipe.targets.wine.prefix import WinePrefix
 
     return WinePrefix(prefix).processes()
 
@@ -223,7 +223,7 @@ def test_wineserver_killed_mid_deploy_is_one_line_and_the_next_run_recovers(chec
     assert invoke(checkout, "build", "sign").returncode == 0
     assert invoke(checkout, "deploy").returncode == 0  # the prefix and its server exist now
     prefix = prefix_of(wine_state)
-    from driverpipe.wine.prefix import WinePrefix
+    from driverpipe.targets.wine.prefix import WinePrefix
 
     def kill_server(_proc: subprocess.Popen[str]) -> None:
         server = WinePrefix(prefix).server_pid()
@@ -310,11 +310,11 @@ def test_winverifytrust_in_the_prefix_sees_a_flipped_byte(checkout: Path, wine_s
     """Wine does not enforce signatures at load; the deploy checks the embedded one with WinVerifyTrust."""
     assert invoke(checkout, "build", "sign").returncode == 0
     assert invoke(checkout, "deploy").returncode == 0
-    from driverpipe.config import load
-    from driverpipe.context import RunContext
-    from driverpipe.errors import CheckFailed
-    from driverpipe.sign import check_signed_package
-    from driverpipe.wine.target import WineTarget
+    from driverpipe.core.config import load
+    from driverpipe.core.context import RunContext
+    from driverpipe.core.errors import CheckFailed
+    from driverpipe.signing.sign import check_signed_package
+    from driverpipe.targets.wine.target import WineTarget
 
     os.environ["XDG_STATE_HOME"] = str(wine_state)
     ctx = RunContext(config=load(root=checkout), dry=False, echo=lambda _l: None, progress=lambda _l: None)

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from driverpipe.errors import ConfigError, EnvironmentProblem, ExitCode
-from driverpipe.guest.winrm import WinRMGuest
+from driverpipe.core.errors import ConfigError, EnvironmentProblem, ExitCode
+from driverpipe.transports.winrm import WinRMGuest
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -253,13 +253,13 @@ def test_ca_bundle_makes_the_certificate_trusted(tls_401: tuple[int, Path]) -> N
 
 
 def _ep() -> Any:
-    from driverpipe.guest.errors import Endpoint
+    from driverpipe.transports.errors import Endpoint
 
     return Endpoint("lab", "win11.lab", 5986, "winrm", scheme="https", user="tester", auth="negotiate")
 
 
 def _map(exc: BaseException) -> Any:
-    from driverpipe.guest.errors import translate_winrm
+    from driverpipe.transports.errors import translate_winrm
 
     return translate_winrm(exc, _ep(), connect_timeout=30, read_timeout=30)
 
@@ -289,7 +289,7 @@ def test_mapping_access_denied_fault_is_not_admin() -> None:
 def test_mapping_other_faults_and_http_errors_are_step_failures() -> None:
     from pypsrp.exceptions import WinRMTransportError, WSManFaultError
 
-    from driverpipe.errors import StepFailed
+    from driverpipe.core.errors import StepFailed
 
     err = _map(WSManFaultError(2150858843, "win11", "The WS-Management service cannot process the request.\nmore", None, None, None))
     assert isinstance(err, StepFailed) and "cannot process the request" in err.message and "\n" not in err.message
@@ -304,7 +304,7 @@ def test_a_receive_that_times_out_is_sent_once_not_retried_for_minutes(silent_se
     import requests
     from pypsrp.wsman import WSMan
 
-    from driverpipe.guest.winrm import bound_receive_retries
+    from driverpipe.transports.winrm import bound_receive_retries
 
     wsman = WSMan(LOOPBACK, port=silent_server, username="u", password="p", ssl=False, auth="basic", encryption="never", read_timeout=1, connection_timeout=2)
     bound_receive_retries(wsman)
@@ -327,8 +327,8 @@ def test_wsman_faults_and_unexpected_errors_are_not_lost_connections() -> None:
     service that answered must not be one of them."""
     from pypsrp.exceptions import WSManFaultError
 
-    from driverpipe.guest.errors import WinRMFault
-    from driverpipe.reboot import is_connection_error
+    from driverpipe.targets.reboot import is_connection_error
+    from driverpipe.transports.errors import WinRMFault
 
     # pypsrp's WSManFaultError args: code, machine, reason, provider, provider_path, provider_fault.
     quota = WSManFaultError(2150858843, "win11", "The WS-Management service cannot process the request: quota exceeded.", None, None, None)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from driverpipe import build
-from driverpipe.errors import ConfigError, EnvironmentProblem, StepFailed
+from driverpipe.core.errors import ConfigError, EnvironmentProblem, StepFailed
+from driverpipe.image import build
 from fakes_build.crate import write_crate
 from fakes_build.ctx import make_ctx
 from fakes_build.fake_tools import FakeBin
@@ -46,7 +46,7 @@ def cargo_messages(crate: Path, profile: str = "release") -> tuple[str, dict[Pat
 
 @pytest.fixture
 def windows(project: Path, monkeypatch: pytest.MonkeyPatch) -> FakeBin:
-    monkeypatch.setattr("driverpipe.wdk.host_is_windows", lambda: True)
+    monkeypatch.setattr("driverpipe.image.wdk.host_is_windows", lambda: True)
     for var in ("RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_PROFILE_RELEASE_PANIC", "CARGO_PROFILE_DEV_PANIC"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("CARGO_HOME", str(project / "cargo-home"))
@@ -183,7 +183,7 @@ def test_parse_cargo_output_ignores_other_crates_and_collects_errors() -> None:
 
 
 def test_from_sys_on_any_host(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("driverpipe.wdk.host_is_windows", lambda: False)
+    monkeypatch.setattr("driverpipe.image.wdk.host_is_windows", lambda: False)
     crate = write_crate(project)
     ci = project / "ci"
     ci.mkdir()

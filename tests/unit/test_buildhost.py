@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from driverpipe import build, buildhost
-from driverpipe.errors import ConfigError, EnvironmentProblem, StepFailed
-from driverpipe.guest.base import PushResult, script_path
-from driverpipe.psgrammar import check_bound_params
+from driverpipe.core.errors import ConfigError, EnvironmentProblem, StepFailed
+from driverpipe.image import build, buildhost
+from driverpipe.parse.psgrammar import check_bound_params
+from driverpipe.transports.base import PushResult, script_path
 from fakes_build.crate import write_crate
 from fakes_build.ctx import make_ctx
 from fakes_build.pe import make_pe
@@ -94,7 +94,7 @@ class BuildHostDouble:
 @pytest.fixture
 def remote_project(project: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (project / "user-config.toml").write_text(USER_CONFIG, encoding="utf-8")
-    monkeypatch.setattr("driverpipe.wdk.host_is_windows", lambda: False)
+    monkeypatch.setattr("driverpipe.image.wdk.host_is_windows", lambda: False)
     crate = write_crate(project)
     (crate / "target" / "release").mkdir(parents=True)
     (crate / "target" / "release" / "stale.dll").write_bytes(b"old")
@@ -106,7 +106,7 @@ def remote_project(project: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def use(monkeypatch: pytest.MonkeyPatch, double: BuildHostDouble) -> None:
-    monkeypatch.setattr("driverpipe.guest.connect.open_build_host", lambda ctx, section: double)
+    monkeypatch.setattr("driverpipe.transports.connect.open_build_host", lambda ctx, section: double)
 
 
 def test_remote_build_sends_sources_and_records_verified_artifacts(remote_project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -142,7 +142,7 @@ def test_remote_build_sends_sources_and_records_verified_artifacts(remote_projec
 
 
 def test_archive_is_deterministic(remote_project: Path, tmp_path: Path) -> None:
-    from driverpipe.preflight import read_crate
+    from driverpipe.image.preflight import read_crate
 
     info = read_crate(remote_project / "driver", stop=remote_project)
     members, crate_rel = buildhost.archive_members(remote_project, info, remote_project / "inf" / "WazabiEDR_Driver.inx")

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from driverpipe.config import load
-from driverpipe.context import RunContext
-from driverpipe.errors import ConfigError
-from driverpipe.guest.base import GuestScriptError, script_path
-from driverpipe.psgrammar import check_bound_params
-from driverpipe.verify import Capture
+from driverpipe.core.config import load
+from driverpipe.core.context import RunContext
+from driverpipe.core.errors import ConfigError
+from driverpipe.parse.psgrammar import check_bound_params
+from driverpipe.targets.capture import Capture
+from driverpipe.transports.base import GuestScriptError, script_path
 from fakes.capture_handlers import advance, state
 from fakes.guest import FakeGuest, FakeService, FakeWindows
 
@@ -298,8 +298,8 @@ def test_every_item_binds_declared_parameters(project: Path, machine: FakeWindow
 
 
 def test_a_transport_failure_while_reading_the_log_is_an_environment_error_not_an_empty_log(project: Path, machine: FakeWindows) -> None:
-    from driverpipe.errors import EnvironmentProblem
-    from driverpipe.guest.errors import GuestTimeout
+    from driverpipe.core.errors import EnvironmentProblem
+    from driverpipe.transports.errors import GuestTimeout
 
     machine.files[DBGVIEW] = EXE
 

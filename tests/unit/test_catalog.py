@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from asn1crypto import cms, core, parser
 
-from driverpipe import catalog
-from driverpipe.errors import CheckFailed, ConfigError
+from driverpipe.core.errors import CheckFailed, ConfigError
+from driverpipe.image import catalog
 from pe_image import SAMPLE_INF, write_pe
 
 WHEN = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from driverpipe import certs
-from driverpipe.config import load
-from driverpipe.context import RunContext
-from driverpipe.errors import CheckFailed
+from driverpipe.core.config import load
+from driverpipe.core.context import RunContext
+from driverpipe.core.errors import CheckFailed
+from driverpipe.signing import certs
 
 
 class MemoryKeyring:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from driverpipe import config
-from driverpipe.errors import ConfigError, ExitCode
+from driverpipe.core import config
+from driverpipe.core.errors import ConfigError, ExitCode
 
 
 def write_user(project: Path, text: str) -> Path:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from driverpipe.dbgview import MAX_LINE_BYTES, LogLine, LogTail, clock_seconds, parse_bytes, parse_line
+from driverpipe.parse.dbgview import MAX_LINE_BYTES, LogLine, LogTail, clock_seconds, parse_bytes, parse_line
 
 CORPUS_FILES = [
     "easerver_saved_log_pid_gbk.log",

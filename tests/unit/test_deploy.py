@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from driverpipe import deploy
-from driverpipe.config import load
-from driverpipe.context import RunContext
-from driverpipe.errors import CheckFailed, ConfigError, EnvironmentProblem, StepFailed
-from driverpipe.psgrammar import check_bound_params
+from driverpipe.core.config import load
+from driverpipe.core.context import RunContext
+from driverpipe.core.errors import CheckFailed, ConfigError, EnvironmentProblem, StepFailed
+from driverpipe.parse.psgrammar import check_bound_params
+from driverpipe.targets import deploy
 from fakes.guest import DEBUG_FILTER_KEY, FakeCapture, FakeGuest, FakeWindows
 from fakes.package import StubPackage
 
@@ -310,7 +310,7 @@ class DryGuest:
         self.shown: list[str] = []
 
     def run_script(self, script: str, params: dict[str, Any] | None = None, *, timeout: float | None = None) -> None:
-        from driverpipe.guest.base import script_path
+        from driverpipe.transports.base import script_path
 
         assert check_bound_params(script_path(script), dict(params or {})) == []
         self.shown.append(script)
@@ -396,7 +396,7 @@ def test_fake_running_image_cannot_be_replaced(env: dict[str, Any], tmp_path: Pa
 
 
 def test_a_capture_that_cannot_start_does_not_block_the_load(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    from driverpipe.guest.base import GuestScriptError
+    from driverpipe.transports.base import GuestScriptError
     from fakes.guest import HANDLERS
 
     def broken(machine: FakeWindows, params: dict[str, Any]) -> Any:

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from driverpipe import doctor
-from driverpipe.config import load
-from driverpipe.context import RunContext
-from driverpipe.errors import ExitCode
+from driverpipe.core.config import load
+from driverpipe.core.context import RunContext
+from driverpipe.core.errors import ExitCode
 from fakes.guest import FakeGuest, FakeWindows
 
 USER = '[targets.lab]\nhost = "127.0.0.1"\ntest_machine = true\n'
@@ -28,7 +28,7 @@ def rows(checks: list[doctor.Check]) -> dict[str, str]:
 def test_prepared_guest_is_all_ok(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     machine = FakeWindows.prepared()
     machine.files["C:\\Tools\\Dbgview.exe"] = b"MZ"
-    monkeypatch.setattr("driverpipe.guest.connect.open_guest", lambda ctx, target: FakeGuest(machine, "lab"))
+    monkeypatch.setattr("driverpipe.transports.connect.open_guest", lambda ctx, target: FakeGuest(machine, "lab"))
     ctx, _ = _ctx(project)
     got = rows(doctor.collect(ctx, target="lab", tasks=["deploy"]))
     assert got["target lab: reachable"] == "ok"
@@ -40,7 +40,7 @@ def test_prepared_guest_is_all_ok(project: Path, monkeypatch: pytest.MonkeyPatch
 
 def test_unprepared_guest_is_missing_with_fixes_and_exit_3(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     machine = FakeWindows(secure_boot=True, hvci=True)
-    monkeypatch.setattr("driverpipe.guest.connect.open_guest", lambda ctx, target: FakeGuest(machine, "lab"))
+    monkeypatch.setattr("driverpipe.transports.connect.open_guest", lambda ctx, target: FakeGuest(machine, "lab"))
     ctx, out = _ctx(project)
     checks = doctor.collect(ctx, target="lab", tasks=["deploy"])
     got = rows(checks)
@@ -60,7 +60,7 @@ def test_unreachable_guest_is_one_row(project: Path, monkeypatch: pytest.MonkeyP
     def refuse(ctx: RunContext, target: object) -> FakeGuest:
         return FakeGuest(machine, "lab")
 
-    monkeypatch.setattr("driverpipe.guest.connect.open_guest", refuse)
+    monkeypatch.setattr("driverpipe.transports.connect.open_guest", refuse)
     ctx, _ = _ctx(project)
     got = rows(doctor.collect(ctx, target="lab", tasks=["deploy"]))
     assert got.get("target lab: reachable") == "missing" or got.get("target lab: state") == "missing"
@@ -77,12 +77,12 @@ def test_doctor_shows_who_holds_the_target(project: Path, monkeypatch: pytest.Mo
     import json
     import time
 
-    from driverpipe.locks import target_lock
+    from driverpipe.core.locks import target_lock
 
     machine = FakeWindows.prepared()
     lease = {"token": "other", "owner": "ci", "host": "runner-7", "pid": 4242, "started": int(time.time()), "expires": int(time.time()) + 600}
     machine.files["C:\\WazabiEDR\\.driverpipe-lease.json"] = json.dumps(lease).encode()
-    monkeypatch.setattr("driverpipe.guest.connect.open_guest", lambda ctx, target: FakeGuest(machine, "lab"))
+    monkeypatch.setattr("driverpipe.transports.connect.open_guest", lambda ctx, target: FakeGuest(machine, "lab"))
     ctx, _ = _ctx(project)
     lock = target_lock(ctx, ctx.config.target("lab"))
     lock.acquire(1, lambda _line: None)

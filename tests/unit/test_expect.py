@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from driverpipe.config import load
-from driverpipe.dbgview import LogLine, parse_bytes
-from driverpipe.errors import ConfigError
-from driverpipe.expect import Expectation, Matcher, evaluate, render_markdown, render_table
+from driverpipe.core.config import load
+from driverpipe.core.errors import ConfigError
+from driverpipe.parse.dbgview import LogLine, parse_bytes
+from driverpipe.parse.expect import Expectation, Matcher, evaluate, render_markdown, render_table
 
 READY = "[WazabiEDR] ready (device \\Device\\WazabiEDR, symlink \\DosDevices\\WazabiEDR)"
 ENTRY = "[WazabiEDR] DriverEntry called"

@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
-from driverpipe.config import load
-from driverpipe.context import RunContext
-from driverpipe.errors import ConfigError, StepFailed
-from driverpipe.psgrammar import check_bound_params, parse_script
-from driverpipe.vm.base import VmState
-from driverpipe.vm.factory import open_vm_host
-from driverpipe.vm.hyperv import SCRIPTS_DIR, HyperVHost
+from driverpipe.core.config import load
+from driverpipe.core.context import RunContext
+from driverpipe.core.errors import ConfigError, StepFailed
+from driverpipe.parse.psgrammar import check_bound_params, parse_script
+from driverpipe.vmhosts.base import VmState
+from driverpipe.vmhosts.factory import open_vm_host
+from driverpipe.vmhosts.hyperv import SCRIPTS_DIR, HyperVHost
 
 FAKE = """#!{python}
 import json, os, sys

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from driverpipe import inf
-from driverpipe.errors import ConfigError
+from driverpipe.core.errors import ConfigError
+from driverpipe.image import inf
 from fakes_build.crate import INX, inx_bytes
 
 DAY = dt.date(2026, 3, 7)

@@ -1,7 +1,7 @@
 """inf/WazabiEDR_Driver.inx against the primitive-driver INF rules (note 01, Microsoft's
 "Creating a primitive driver" and INF AddService docs).
 
-Independent of driverpipe.inf on purpose: a second, small reading of the same rules,
+Independent of driverpipe.image.inf on purpose: a second, small reading of the same rules,
 so a bug in the packager's lint cannot hide a bad template. This is not infverif
 (Windows-only); it checks the rules we know infverif enforces plus our contracts.
 """

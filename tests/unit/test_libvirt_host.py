@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from driverpipe.config import load
-from driverpipe.context import RunContext
-from driverpipe.errors import ConfigError, EnvironmentProblem, StepFailed
-from driverpipe.vm.base import VmState
-from driverpipe.vm.factory import open_vm_host
-from driverpipe.vm.libvirt import LibvirtHost, parse_domifaddr, parse_domstate
+from driverpipe.core.config import load
+from driverpipe.core.context import RunContext
+from driverpipe.core.errors import ConfigError, EnvironmentProblem, StepFailed
+from driverpipe.vmhosts.base import VmState
+from driverpipe.vmhosts.factory import open_vm_host
+from driverpipe.vmhosts.libvirt import LibvirtHost, parse_domifaddr, parse_domstate
 
 FAKE = """#!{python}
 import json, os, sys

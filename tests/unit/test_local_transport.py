@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from driverpipe.errors import ConfigError, EnvironmentProblem
-from driverpipe.guest.base import GuestScriptError
-from driverpipe.guest.errors import GuestTimeout, RemoteFileNotFound
-from driverpipe.guest.local import LocalGuest
+from driverpipe.core.errors import ConfigError, EnvironmentProblem
+from driverpipe.transports.base import GuestScriptError
+from driverpipe.transports.errors import GuestTimeout, RemoteFileNotFound
+from driverpipe.transports.local import LocalGuest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sshd_server import fake_calls
@@ -81,9 +81,9 @@ def test_push_pull_read_range(guest: LocalGuest, tmp_path: Path) -> None:
 
 
 def test_open_guest_local_and_powershell_direct(project: Path, fake: Path) -> None:
-    from driverpipe.config import load
-    from driverpipe.context import RunContext
-    from driverpipe.guest.connect import open_guest
+    from driverpipe.core.config import load
+    from driverpipe.core.context import RunContext
+    from driverpipe.transports.connect import open_guest
 
     (project / "user-config.toml").write_text(
         """
@@ -114,8 +114,8 @@ def test_a_timeout_ends_the_whole_tree_even_when_a_child_keeps_the_pipes(tmp_pat
     import stat
     import time
 
-    from driverpipe.guest.errors import GuestTimeout
-    from driverpipe.guest.local import run_wrapped
+    from driverpipe.transports.errors import GuestTimeout
+    from driverpipe.transports.local import run_wrapped
 
     shell = tmp_path / "stuck-powershell"
     shell.write_text("#!/bin/sh\nsleep 60 &\nsleep 60\n", encoding="utf-8")

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from conftest import need_tool
-from driverpipe import build, inf, package
-from driverpipe.errors import ConfigError, EnvironmentProblem, StepFailed
+from driverpipe.core.errors import ConfigError, EnvironmentProblem, StepFailed
+from driverpipe.image import build, inf, package
 from fakes_build.crate import INX, inx_bytes, write_crate
 from fakes_build.ctx import make_ctx
 from fakes_build.fake_tools import FakeBin
@@ -24,7 +24,7 @@ NAME = "WazabiEDR_Driver"
 @pytest.fixture
 def built(project: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A crate, its .inx and a recorded build (--from a PE with .pdb), on a non-Windows host."""
-    monkeypatch.setattr("driverpipe.wdk.host_is_windows", lambda: False)
+    monkeypatch.setattr("driverpipe.image.wdk.host_is_windows", lambda: False)
     monkeypatch.setenv("STAMPINF_DATE", "03/07/2026")
     for var in ("WDKContentRoot", "MicrosoftKitRoot"):
         monkeypatch.delenv(var, raising=False)
@@ -128,7 +128,7 @@ def test_catalog_verifies_with_osslsigncode_after_signing(built: Path, project: 
 
 
 def test_unchanged_inputs_are_skipped_and_changes_rerun(built: Path, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import driverpipe.catalog as catalog
+    import driverpipe.image.catalog as catalog
 
     calls: list[list[str]] = []
     real = catalog.write_catalog
@@ -169,7 +169,7 @@ def test_inf_naming_another_driver_file(built: Path, project: Path) -> None:
 
 
 def test_requires_a_build_and_an_unchanged_artifact(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("driverpipe.wdk.host_is_windows", lambda: False)
+    monkeypatch.setattr("driverpipe.image.wdk.host_is_windows", lambda: False)
     write_crate(project)
     ctx, _ = make_ctx(project)
     with pytest.raises(EnvironmentProblem, match="no build output"):
@@ -177,7 +177,7 @@ def test_requires_a_build_and_an_unchanged_artifact(project: Path, monkeypatch: 
 
 
 def test_dry_without_a_build_shows_the_plan(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("driverpipe.wdk.host_is_windows", lambda: False)
+    monkeypatch.setattr("driverpipe.image.wdk.host_is_windows", lambda: False)
     crate = write_crate(project)
     ctx, lines = make_ctx(project, dry=True)
     assert package.run(ctx).dry
@@ -190,7 +190,7 @@ def test_dry_without_a_build_shows_the_plan(project: Path, monkeypatch: pytest.M
 
 @pytest.fixture
 def wdk_tools(built: Path, project: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[FakeBin, Path]:
-    monkeypatch.setattr("driverpipe.wdk.host_is_windows", lambda: True)
+    monkeypatch.setattr("driverpipe.image.wdk.host_is_windows", lambda: True)
     fakes = FakeBin(project / "fakebin")
     monkeypatch.setenv("PATH", fakes.path_env())
     staging = pkg_dir(built).with_name(f".{NAME}_package.staging")

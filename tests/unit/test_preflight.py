@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from driverpipe import preflight
-from driverpipe.errors import ConfigError, EnvironmentProblem
+from driverpipe.core.errors import ConfigError, EnvironmentProblem
+from driverpipe.image import preflight
 from fakes_build.crate import CARGO_TOML, inx_bytes, write_crate
 from fakes_build.ctx import make_ctx
 
@@ -124,10 +124,10 @@ def test_no_cargo_toml(tmp_path: Path) -> None:
 def test_build_task_reports_first_problem_and_lists_the_rest(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_crate(project, cargo_config=None, build_rs=None)
     ctx, lines = make_ctx(project)
-    monkeypatch.setattr("driverpipe.wdk.host_is_windows", lambda: True)
+    monkeypatch.setattr("driverpipe.image.wdk.host_is_windows", lambda: True)
     monkeypatch.delenv("RUSTFLAGS", raising=False)
     monkeypatch.delenv("CARGO_ENCODED_RUSTFLAGS", raising=False)
-    from driverpipe import build
+    from driverpipe.image import build
 
     with pytest.raises(ConfigError) as exc:
         build.run(ctx, from_path=None)
@@ -138,8 +138,8 @@ def test_build_task_reports_first_problem_and_lists_the_rest(project: Path, monk
 def test_linux_kmdf_without_build_host_explains_every_option(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_crate(project)
     ctx, _ = make_ctx(project, flags={"build.model": "kmdf"})
-    monkeypatch.setattr("driverpipe.wdk.host_is_windows", lambda: False)
-    from driverpipe import build
+    monkeypatch.setattr("driverpipe.image.wdk.host_is_windows", lambda: False)
+    from driverpipe.image import build
 
     with pytest.raises(EnvironmentProblem) as exc:
         build.run(ctx, from_path=None)
@@ -161,8 +161,8 @@ def test_model_route(project: Path, monkeypatch: pytest.MonkeyPatch, windows: bo
     """Windows keeps the article's KMDF build as the default; Linux without a build host takes the WDM route."""
     write_crate(project)
     ctx, _ = make_ctx(project, flags={"build.model": wanted, "build.build_host": host or None})
-    monkeypatch.setattr("driverpipe.wdk.host_is_windows", lambda: windows)
-    from driverpipe import build
+    monkeypatch.setattr("driverpipe.image.wdk.host_is_windows", lambda: windows)
+    from driverpipe.image import build
 
     got, why = build.choose_model(ctx)
     assert got == model and why
@@ -171,8 +171,8 @@ def test_model_route(project: Path, monkeypatch: pytest.MonkeyPatch, windows: bo
 def test_wdm_route_without_its_crate_names_it(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_crate(project)
     ctx, _ = make_ctx(project)
-    monkeypatch.setattr("driverpipe.wdk.host_is_windows", lambda: False)
-    from driverpipe import build
+    monkeypatch.setattr("driverpipe.image.wdk.host_is_windows", lambda: False)
+    from driverpipe.image import build
 
     with pytest.raises(ConfigError, match=r"wdm_crate: .*Cargo.toml is missing"):
         build.run(ctx, from_path=None)

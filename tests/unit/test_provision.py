@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 
-from driverpipe import provision
-from driverpipe.config import load
-from driverpipe.context import RunContext
-from driverpipe.errors import CheckFailed, ConfigError, EnvironmentProblem, StepFailed
-from driverpipe.guest.base import script_path
-from driverpipe.psgrammar import check_bound_params
+from driverpipe.core.config import load
+from driverpipe.core.context import RunContext
+from driverpipe.core.errors import CheckFailed, ConfigError, EnvironmentProblem, StepFailed
+from driverpipe.parse.psgrammar import check_bound_params
+from driverpipe.targets import provision
+from driverpipe.transports.base import script_path
 from fakes.guest import DEBUG_FILTER_KEY, FakeGuest, FakeWindows, handler
 
 CRASH_KEY = r"HKLM\SYSTEM\CurrentControlSet\Control\CrashControl"
@@ -144,7 +144,7 @@ class Clock:
 
 
 def fast_reboot(ctx: Any, guest: Any, timeout: float) -> None:
-    from driverpipe.reboot import reboot_and_wait
+    from driverpipe.targets.reboot import reboot_and_wait
 
     clock = Clock()
     reboot_and_wait(ctx, guest, timeout, clock=clock, sleep=clock.sleep, jitter=lambda: 0.0)
@@ -266,9 +266,9 @@ def test_without_test_certificate_the_rest_is_still_provisioned(env: dict[str, A
 
 def test_test_cert_lookup_is_graceful(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     ctx = env["ctx"]
-    fake = types.ModuleType("driverpipe.certs")
+    fake = types.ModuleType("driverpipe.signing.certs")
     fake.ensure_test_cert = lambda c: types.SimpleNamespace(cer=env["cer"])  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "driverpipe.certs", fake)
+    monkeypatch.setitem(sys.modules, "driverpipe.signing.certs", fake)
     assert provision.test_cert(ctx) == env["cer"]
 
     def missing(c: Any) -> Any:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from driverpipe.psgrammar import parse_script
+from driverpipe.parse.psgrammar import parse_script
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = sorted(p for p in [*REPO.joinpath("src", "driverpipe", "scripts").rglob("*.ps1"), *REPO.joinpath("vm").rglob("*.ps1")])
@@ -33,7 +33,7 @@ def test_guest_scripts_declare_params_and_emit_json(script: Path) -> None:
 
 def test_includes_expand_to_scripts_that_parse(tmp_path: Path) -> None:
     """`#include NAME.ps1` lines are spliced from scripts/lib; the sent text must still parse."""
-    from driverpipe.guest.base import INCLUDE, SCRIPTS_DIR, load_script
+    from driverpipe.transports.base import INCLUDE, SCRIPTS_DIR, load_script
 
     using = [p for p in SCRIPTS_DIR.glob("*.ps1") if INCLUDE.search(p.read_text(encoding="utf-8-sig"))]
     assert using, "no script uses a shared helper"
@@ -50,7 +50,7 @@ def test_includes_expand_to_scripts_that_parse(tmp_path: Path) -> None:
 
 def _sent_text(script: Path) -> str:
     """What is really sent: the script with its #include lines expanded."""
-    from driverpipe.guest.base import load_script
+    from driverpipe.transports.base import load_script
 
     return load_script(script) if "guest" in script.parts else script.read_text(encoding="utf-8-sig")
 

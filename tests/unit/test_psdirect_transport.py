@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from driverpipe.config import load
-from driverpipe.context import RunContext
-from driverpipe.errors import ConfigError, EnvironmentProblem, StepFailed
-from driverpipe.guest.base import GuestScriptError, load_script
-from driverpipe.guest.connect import open_guest
-from driverpipe.guest.errors import RemoteFileNotFound
-from driverpipe.guest.psdirect import PASSWORD_ENV, SCRIPTS_DIR, PsDirectGuest
-from driverpipe.psgrammar import check_bound_params, parse_script
+from driverpipe.core.config import load
+from driverpipe.core.context import RunContext
+from driverpipe.core.errors import ConfigError, EnvironmentProblem, StepFailed
+from driverpipe.parse.psgrammar import check_bound_params, parse_script
+from driverpipe.transports.base import GuestScriptError, load_script
+from driverpipe.transports.connect import open_guest
+from driverpipe.transports.errors import RemoteFileNotFound
+from driverpipe.transports.psdirect import PASSWORD_ENV, SCRIPTS_DIR, PsDirectGuest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sshd_server import fake_calls
@@ -175,7 +175,7 @@ def test_host_scripts_parse_expanded_and_bind_what_python_sends(script: Path, tm
 
 
 def test_vm_start_waits_for_the_guest_over_powershell_direct(project: Path, fake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from driverpipe.vm import control
+    from driverpipe import vmcontrol as control
 
     monkeypatch.setenv("WIN11_PW", "pw")
     _user_config(project)

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from driverpipe.config import load
-from driverpipe.context import RunContext
-from driverpipe.errors import ConfigError
-from driverpipe.schema import VM_HOST_KINDS
-from driverpipe.vm.factory import open_vm_host
-from driverpipe.vm.qemu import QemuHost, build_argv
+from driverpipe.core.config import load
+from driverpipe.core.context import RunContext
+from driverpipe.core.errors import ConfigError
+from driverpipe.core.schema import VM_HOST_KINDS
+from driverpipe.vmhosts.factory import open_vm_host
+from driverpipe.vmhosts.qemu import QemuHost, build_argv
 
 DEFAULTS = {name: key.default for name, key in VM_HOST_KINDS["qemu"].keys.items()}  # type: ignore[union-attr]
 

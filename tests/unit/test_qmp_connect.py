@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from driverpipe.errors import StepFailed
-from driverpipe.vm.qmp import Qmp
+from driverpipe.core.errors import StepFailed
+from driverpipe.vmhosts.qmp import Qmp
 
 GREETING = {"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": []}}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from driverpipe.schema_doc import render
+from driverpipe.core.schema_doc import render
 
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -14,7 +14,7 @@ README = (REPO / "README.md").read_text(encoding="utf-8")
 def test_config_reference_matches_schema() -> None:
     match = re.search(r"<!-- config-reference:start -->\n(.*)<!-- config-reference:end -->", README, re.S)
     assert match, "README lacks the config reference markers"
-    assert match.group(1) == render(), "README config reference is stale: paste `python -m driverpipe.schema_doc`"
+    assert match.group(1) == render(), "README config reference is stale: paste `python -m driverpipe.core.schema_doc`"
 
 
 def test_quick_start_has_the_two_commands() -> None:

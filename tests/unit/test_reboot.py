@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from driverpipe.config import load
-from driverpipe.context import RunContext
-from driverpipe.errors import StepFailed
-from driverpipe.reboot import BACKOFF_CAP, backoff, reboot_and_wait
+from driverpipe.core.config import load
+from driverpipe.core.context import RunContext
+from driverpipe.core.errors import StepFailed
+from driverpipe.targets.reboot import BACKOFF_CAP, backoff, reboot_and_wait
 from fakes.guest import FakeGuest, FakeWindows
 
 

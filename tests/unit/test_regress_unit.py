@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from driverpipe.config import load
-from driverpipe.context import RunContext
-from driverpipe.errors import ConfigError
-from driverpipe.regress import parse_bugcheck_message, run
+from driverpipe.checks.regress import parse_bugcheck_message, run
+from driverpipe.core.config import load
+from driverpipe.core.context import RunContext
+from driverpipe.core.errors import ConfigError
 
 EVENT_1001 = (
     "The computer has rebooted from a bugcheck.  The bugcheck was: 0x0000009f (0x0000000000000003, "

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from driverpipe import report as rep
+from driverpipe.checks import report as rep
 
 T0 = 1_700_000_000.0
 EVIL = "<script>alert('x')</script> & \"quoted\" \x01\x1b[31m"
@@ -167,7 +167,7 @@ def test_writes_are_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     def boom(*_args: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("driverpipe.files.os.replace", boom)  # where every atomic write renames
+    monkeypatch.setattr("driverpipe.core.files.os.replace", boom)  # where every atomic write renames
     with pytest.raises(OSError):
         rep.write_html(sample(), path)
     assert path.read_text(encoding="utf-8") == "old report"

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from driverpipe.errors import EnvironmentProblem
-from driverpipe.guest.winrm import MAX_CHUNK, WinRMGuest
+from driverpipe.core.errors import EnvironmentProblem
+from driverpipe.transports.winrm import MAX_CHUNK, WinRMGuest
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "src" / "driverpipe" / "scripts" / "guest"
 
@@ -36,7 +36,7 @@ def test_winrm_bypasses_http_proxies_unless_told_to_use_them() -> None:
 def test_a_tls_name_mismatch_is_not_called_an_untrusted_certificate() -> None:
     import requests.exceptions
 
-    from driverpipe.guest.errors import Endpoint, translate_winrm
+    from driverpipe.transports.errors import Endpoint, translate_winrm
 
     exc = requests.exceptions.SSLError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: Hostname mismatch, certificate is not valid for '10.0.0.5'")
     ep = Endpoint("lab", "10.0.0.5", 5986, "winrm", scheme="https", user="u", auth="negotiate")
@@ -103,5 +103,5 @@ def test_unload_waits_when_the_service_is_already_stopping() -> None:
 
 
 def test_scripts_run_in_a_local_scope_in_the_shared_pool() -> None:
-    source = (Path(__file__).resolve().parents[2] / "src" / "driverpipe" / "guest" / "winrm.py").read_text(encoding="utf-8")
+    source = (Path(__file__).resolve().parents[2] / "src" / "driverpipe" / "transports" / "winrm.py").read_text(encoding="utf-8")
     assert "add_script(load_script(path), use_local_scope=True)" in source

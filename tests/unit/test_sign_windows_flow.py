@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from driverpipe import certs, sign, wdk
-from driverpipe.config import load
-from driverpipe.context import RunContext
-from driverpipe.errors import EnvironmentProblem
-from driverpipe.psgrammar import check_bound_params
-from driverpipe.signtool_output import parse_verify
+from driverpipe.core.config import load
+from driverpipe.core.context import RunContext
+from driverpipe.core.errors import EnvironmentProblem
+from driverpipe.image import wdk
+from driverpipe.parse.psgrammar import check_bound_params
+from driverpipe.parse.signtool_output import parse_verify
+from driverpipe.signing import certs, sign
 from pe_image import SAMPLE_INF, write_pe
 
 NAME = "WazabiEDR_Driver"

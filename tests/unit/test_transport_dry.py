@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
-from driverpipe.config import load
-from driverpipe.context import RunContext
-from driverpipe.errors import ConfigError
-from driverpipe.guest.base import script_path
-from driverpipe.guest.connect import open_build_host, open_guest, require_admin
-from driverpipe.guest.dry import DryGuest
-from driverpipe.psgrammar import check_bound_params
-from driverpipe.secrets import REDACT
+from driverpipe.core.config import load
+from driverpipe.core.context import RunContext
+from driverpipe.core.errors import ConfigError
+from driverpipe.core.secrets import REDACT
+from driverpipe.parse.psgrammar import check_bound_params
+from driverpipe.transports.base import script_path
+from driverpipe.transports.connect import open_build_host, open_guest, require_admin
+from driverpipe.transports.dry import DryGuest
 
 USER_CONFIG = """
 [targets.win11]
@@ -81,7 +81,7 @@ def test_dry_batch_push_pull(dry_ctx: tuple[RunContext, list[str]], tmp_path: Pa
 
 
 def test_basic_over_http_refused_by_the_transport_too() -> None:
-    from driverpipe.guest.winrm import WinRMGuest
+    from driverpipe.transports.winrm import WinRMGuest
 
     with pytest.raises(ConfigError, match="clear text"):
         WinRMGuest(name="t", host="127.0.0.1", user="u", password="p", ssl=False, auth="basic", connect=False)
@@ -131,8 +131,8 @@ class _Recorder:
 
 def test_winrm_file_ops_bind_what_the_scripts_declare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """WinRM push/pull logic end to end against a recording stand-in for the PSRP call."""
-    from driverpipe.errors import EnvironmentProblem
-    from driverpipe.guest.winrm import WinRMGuest
+    from driverpipe.core.errors import EnvironmentProblem
+    from driverpipe.transports.winrm import WinRMGuest
 
     g = WinRMGuest(name="t", host="h", user="u", password="p", connect=False)
     rec = _Recorder()
@@ -156,7 +156,7 @@ def test_winrm_file_ops_bind_what_the_scripts_declare(tmp_path: Path, monkeypatc
 
 
 def test_winrm_chunk_fits_the_envelope() -> None:
-    from driverpipe.guest.winrm import WinRMGuest
+    from driverpipe.transports.winrm import WinRMGuest
 
     g = WinRMGuest(name="t", host="h", user="u", password="p", connect=False)
     # base64 of one chunk plus the script stays inside one envelope payload at the default size.

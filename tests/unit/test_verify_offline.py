@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from driverpipe import commands, verify
-from driverpipe.config import load
-from driverpipe.context import RunContext
-from driverpipe.errors import ConfigError, StepFailed
+from driverpipe import commands
+from driverpipe.checks import verify
+from driverpipe.core.config import load
+from driverpipe.core.context import RunContext
+from driverpipe.core.errors import ConfigError, StepFailed
 
 READY = "[WazabiEDR] ready (device \\Device\\WazabiEDR, symlink \\DosDevices\\WazabiEDR)"
 ENTRY = "[WazabiEDR] DriverEntry called"
@@ -170,9 +171,9 @@ def fake_target(project: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any
         opened.append(guest)
         return guest
 
-    module = types.ModuleType("driverpipe.guest.connect")
+    module = types.ModuleType("driverpipe.transports.connect")
     module.open_guest = open_guest  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "driverpipe.guest.connect", module)
+    monkeypatch.setitem(sys.modules, "driverpipe.transports.connect", module)
     return {"machine": machine, "opened": opened}
 
 

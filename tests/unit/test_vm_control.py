@@ -1,4 +1,4 @@
-"""`invoke vm.*` (driverpipe.vm.control) and the shared reachability loop, with fake hosts."""
+"""`invoke vm.*` (driverpipe.vmcontrol) and the shared reachability loop, with fake hosts."""
 
 from __future__ import annotations
 
@@ -10,12 +10,11 @@ from typing import Any
 import pytest
 
 from driverpipe import commands
-from driverpipe.config import load
-from driverpipe.context import RunContext
-from driverpipe.errors import CheckFailed, ConfigError, StepFailed
-from driverpipe.vm import control
-from driverpipe.vm.base import VmEvent, VmState, VmStatus
-from driverpipe.vm.factory import poll_until_reachable
+from driverpipe import vmcontrol as control
+from driverpipe.core.config import load
+from driverpipe.core.context import RunContext
+from driverpipe.core.errors import CheckFailed, ConfigError, StepFailed
+from driverpipe.vmhosts.base import VmEvent, VmState, VmStatus, poll_until_reachable
 
 
 class FakeHost:
@@ -109,7 +108,7 @@ def test_start_waits_for_the_guest_transport(project: Path, fake: FakeHost, monk
 
 
 def test_probe_uses_a_real_guest_round_trip(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import driverpipe.guest.connect as connect
+    import driverpipe.transports.connect as connect
 
     seen: list[tuple[str, dict[str, Any]]] = []
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from driverpipe import wdk
-from driverpipe.errors import EnvironmentProblem
+from driverpipe.core.errors import EnvironmentProblem
+from driverpipe.image import wdk
 
 
 def make_kit(root: Path, versions: tuple[str, ...] = ("10.0.22621.0",), arch: str = "x64", tools: tuple[str, ...] = wdk.TOOL_NAMES) -> Path:

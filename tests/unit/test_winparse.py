@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from driverpipe.winparse import (
+from driverpipe.parse.winparse import (
     bcd_bool,
     diagnose_sc_error,
     normalize_image_path,
@@ -15,7 +15,7 @@ from driverpipe.winparse import (
     sc_code,
     start_options_testsigning,
 )
-from driverpipe.winparse import (
+from driverpipe.parse.winparse import (
     testsigning_enabled as ts_enabled,  # aliased: pytest would collect a test_* / testsigning name
 )
 from fakes.guest import FakeWindows

@@ -13,15 +13,15 @@ from typing import Any
 
 import pytest
 
-from driverpipe.dbgview import parse_bytes
-from driverpipe.winparse import (
+from driverpipe.parse.dbgview import parse_bytes
+from driverpipe.parse.winparse import (
     diagnose_sc_error,
     parse_bcdedit_set,
     parse_pnputil_add,
     parse_sc_output,
     parse_verifier,
 )
-from driverpipe.winparse import (
+from driverpipe.parse.winparse import (
     testsigning_enabled as ts_enabled,
 )
 

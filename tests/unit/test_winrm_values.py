@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from pypsrp.serializer import Serializer
 
-from driverpipe.guest.winrm import psrp_value
+from driverpipe.transports.winrm import psrp_value
 
 
 def tag(value: object) -> str:

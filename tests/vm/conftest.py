@@ -2,7 +2,7 @@
 
 Outside `invoke regress` (a plain `pytest` run) every test here is skipped with
 the reason, because they need a real Windows target and the regression session
-that `driverpipe.regress.run` hands in through its plugin.
+that `driverpipe.checks.regress.run` hands in through its plugin.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from driverpipe.errors import PipelineError
+from driverpipe.core.errors import PipelineError
 
 SKIP_REASON = "the VM regression suite runs through `invoke regress --target NAME` (it needs a real Windows target)"
 
@@ -35,7 +35,7 @@ def regress(request: pytest.FixtureRequest) -> Any:
 
 @pytest.fixture(scope="session")
 def package(regress: Any) -> Any:
-    from driverpipe.sign import check_signed_package
+    from driverpipe.signing.sign import check_signed_package
 
     return check_signed_package(regress.ctx)
 
@@ -43,7 +43,7 @@ def package(regress: Any) -> Any:
 @pytest.fixture(scope="session")
 def capture(regress: Any) -> Iterator[Any]:
     """One DebugView capture for the whole run; each phase reads the next window of the log."""
-    from driverpipe.deploy import ops_for
+    from driverpipe.targets.deploy import ops_for
 
     cap = ops_for(regress.guest).new_capture(regress.ctx, f"regress-{time.strftime('%Y%m%d-%H%M%S')}", regress.guest_dir)
     wait_for = cap.wait_for
@@ -79,7 +79,7 @@ def capture(regress: Any) -> Iterator[Any]:
 @pytest.fixture(autouse=True)
 def watch_for_bugchecks(regress: Any) -> Iterator[None]:
     """Before a phase: skip it after an abort. After it: look for a bugcheck and collect its dumps."""
-    from driverpipe.regress import check_bugcheck, collect_dumps
+    from driverpipe.checks.regress import check_bugcheck, collect_dumps
 
     if regress.aborted:
         pytest.skip(f"not run: {regress.aborted}")

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from driverpipe import deploy
-from driverpipe.errors import CheckFailed
-from driverpipe.regress import UnwindLeak, build_manifest_features, not_applicable, probe_guest
-from driverpipe.winparse import parse_verifier
+from driverpipe.checks.regress import UnwindLeak, build_manifest_features, not_applicable, probe_guest
+from driverpipe.core.errors import CheckFailed
+from driverpipe.parse.winparse import parse_verifier
+from driverpipe.targets import deploy
 
 pytestmark = pytest.mark.vm
 

@@ -1,1 +1,0 @@
-"""Guest transports: one interface (Guest), one adapter per real thing (WinRM, SSH, local)."""

@@ -1,0 +1,372 @@
+"""WinRM transport (pypsrp): ONE RunspacePool per pipeline run, one PowerShell per script.
+
+Parameters are bound with add_parameters (never formatted into code). Each script
+runs with begin_invoke/poll_invoke and is stopped when it exceeds its timeout
+(pypsrp has no per-command timeout of its own). Files move as base64 chunks
+written by Write-FileChunk.ps1, sized from the server's MaxEnvelopeSizekb
+(WSMan.update_max_payload_size), then hash-checked and renamed by
+Complete-FileUpload.ps1; pulls read ranges with Read-FileRange.ps1.
+
+Checked: the connection error paths against real loopback sockets (refused,
+401, silent server, self-signed TLS). NOT checked against a real Windows host:
+the script/pool round trips, chunk sizes, WSMan fault codes and reconnect after
+a reboot are written from pypsrp 0.9.1's source and documentation.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import ConfigError, EnvironmentProblem
+from .base import BatchMixin, GuestScriptError, PushResult, load_script, script_path
+from .errors import Endpoint, GuestTimeout, translate_winrm
+from .psencode import NoJsonResult, parse_last_json, partial_name, sha256_file
+
+# Room left in each envelope for the script text, the CLIXML around the parameters and headers.
+CHUNK_OVERHEAD = 8 * 1024
+MIN_CHUNK = 16 * 1024
+MAX_CHUNK = 3 * 1024 * 1024  # 4 MiB once base64-encoded
+
+
+def _json_results(output: list[Any]) -> Any:
+    """The last JSON document among the pipeline's output objects (strings from ConvertTo-Json)."""
+    text = "\n".join(str(o) for o in output if isinstance(o, str))
+    return parse_last_json(text)
+
+
+def _record_message(record: Any) -> str:
+    """A person's message from a PSRP ErrorRecord: details, else the exception's Message, else the category text."""
+    details = getattr(record, "details_message", None)
+    if details:
+        return str(details)
+    exc = getattr(record, "exception", None)
+    for props in ("adapted_properties", "extended_properties"):
+        table = getattr(exc, props, None)
+        if isinstance(table, dict) and table.get("Message"):
+            return str(table["Message"])
+    return str(getattr(record, "message", "") or record)
+
+
+def _error_text(ps: Any) -> str:
+    """First line of the first error record (what a person would read first)."""
+    for record in getattr(ps.streams, "error", []) or []:
+        for line in _record_message(record).splitlines():
+            if line.strip():
+                return line.strip()
+    return ""
+
+
+class WinRMGuest(BatchMixin):
+    """A Windows guest over WinRM/PSRP."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        host: str,
+        user: str,
+        password: str | None,
+        port: int = 0,
+        ssl: bool = True,
+        auth: str = "negotiate",
+        cert_validation: bool = True,
+        ca_bundle: str = "",
+        allow_basic_http: bool = False,
+        connection_timeout: float = 30,
+        read_timeout: float = 30,
+        operation_timeout: float = 20,
+        script_timeout: float = 120,
+        say: Callable[[str], None] = print,
+        use_proxy: bool = False,
+        connect: bool = True,
+    ):
+        if auth == "basic" and not ssl:
+            if not allow_basic_http:
+                raise ConfigError(
+                    f"targets.{name}.winrm: Basic auth over plain HTTP sends the password in clear text",
+                    "use ssl = true, another auth, or set allow_basic_http = true deliberately",
+                )
+            say(f"warning: targets.{name}: Basic auth over plain HTTP: the password crosses the network in clear text")
+        if operation_timeout >= read_timeout:
+            raise ConfigError(
+                f"targets.{name}.winrm.operation_timeout ({operation_timeout:g}) must stay below read_timeout ({read_timeout:g})",
+                "lower operation_timeout or raise read_timeout",
+            )
+        self.name = name
+        self.round_trips = 0
+        self.script_timeout = float(script_timeout)
+        self.say = say
+        self.port = port or (5986 if ssl else 5985)
+        self.ep = Endpoint(name, host, self.port, "winrm", scheme="https" if ssl else "http", user=user, auth=auth)
+        self._kwargs: dict[str, Any] = dict(
+            server=host,
+            port=self.port,
+            username=user or None,
+            password=password,
+            ssl=ssl,
+            auth=auth,
+            # A CA bundle path is passed where pypsrp takes cert_validation (requests' `verify`).
+            cert_validation=(ca_bundle or True) if cert_validation else False,
+            # Plain HTTP: message encryption (auto) unless Basic was explicitly allowed, which cannot encrypt.
+            encryption="never" if (auth == "basic" and not ssl) else "auto",
+            connection_timeout=int(connection_timeout),
+            read_timeout=int(read_timeout),
+            operation_timeout=int(operation_timeout),
+            # HTTP(S)_PROXY is for the internet, not a lab guest: bypassed unless winrm.use_proxy = true.
+            no_proxy=not use_proxy,
+        )
+        self.operation_timeout = int(operation_timeout)
+        self._stale = False  # a script was cut short: rebuild the pool before the next one
+        self._wsman: Any = None
+        self._pool: Any = None
+        if connect:
+            self.connect()
+
+    # -- connection ---------------------------------------------------------
+
+    def _fail(self, exc: BaseException) -> Exception:
+        return translate_winrm(exc, self.ep, connect_timeout=self._kwargs["connection_timeout"], read_timeout=self._kwargs["read_timeout"])
+
+    def connect(self) -> None:
+        from pypsrp.powershell import RunspacePool
+        from pypsrp.wsman import WSMan
+
+        # pypsrp logs read timeouts with log.exception: keep its tracebacks off the user's terminal.
+        logging.getLogger("pypsrp").addHandler(logging.NullHandler())
+        logging.getLogger("pypsrp").propagate = False
+        wsman = None
+        try:
+            wsman = WSMan(**self._kwargs)
+            bound_receive_retries(wsman)
+            try:
+                # Bigger envelopes -> bigger file chunks. Reading the config may be refused to
+                # non-admins; the default (150 KiB) still works, so only connection errors matter here.
+                wsman.update_max_payload_size()
+            except Exception as exc:
+                if not _is_fault(exc):
+                    raise
+            pool = RunspacePool(wsman)
+            try:
+                pool.open()
+            except Exception:
+                _quiet_close(pool)  # the shell may exist on the guest already: delete it, best effort
+                raise
+        except ImportError as exc:
+            if wsman is not None:
+                _quiet_close(wsman)
+            extra = "credssp" if self.ep.auth == "credssp" else "kerberos"
+            raise EnvironmentProblem(
+                f"{self.ep.where}: auth = {self.ep.auth} needs pypsrp's {extra} extra ({exc.name or exc})",
+                f"python3 -m pip install 'pypsrp[{extra}]'",
+            ) from None
+        except Exception as exc:
+            if wsman is not None:
+                _quiet_close(wsman)
+            raise self._fail(exc) from None
+        self._wsman, self._pool = wsman, pool
+
+    def reconnect(self) -> None:
+        """A NEW WSMan and pool: a pool that saw a read timeout (reboot) is unusable (pypsrp #21)."""
+        self.close()
+        self.connect()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            _quiet_close(self._pool)
+        if self._wsman is not None:
+            _quiet_close(self._wsman)
+        self._pool = self._wsman = None
+
+    @property
+    def max_payload_size(self) -> int:
+        return int(self._wsman.max_payload_size) if self._wsman is not None else 114_000
+
+    # -- scripts --------------------------------------------------------------
+
+    def run_script(self, script: str, params: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
+        return self.run_script_path(script_path(script), params, timeout=timeout)
+
+    def run_script_path(self, path: Path, params: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
+        """Run any .ps1 by path (e.g. scripts/hyperv/ on a Hyper-V host); run_script is this for shipped guest scripts."""
+        script = path.name
+        from pypsrp.complex_objects import PSInvocationState
+        from pypsrp.powershell import PowerShell
+
+        if self._pool is None or self._stale:
+            # A script cut short (Ctrl-C, a stop that failed) may still run in the pool's only runspace:
+            # the next one would queue behind it until script_timeout. Start from a fresh pool.
+            if self._pool is not None:
+                self.close()
+            self._stale = False
+            self.connect()
+        limit = float(timeout or self.script_timeout)
+        self.round_trips += 1
+        ps = PowerShell(self._pool)
+        # Local scope: the pool's one runspace is shared by every script of the run; nothing may leak between them.
+        ps.add_script(load_script(path), use_local_scope=True)
+        if params:
+            ps.add_parameters({name: psrp_value(value) for name, value in params.items()})
+        try:
+            ps.begin_invoke()
+            deadline = time.monotonic() + limit
+            while ps.state == PSInvocationState.RUNNING:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    try:
+                        ps.stop()
+                    except Exception:  # the stop is best effort; the timeout is the error to report
+                        self._stale = True
+                    raise GuestTimeout(
+                        f"{script} did not finish within {limit:g} s on {self.name}; stopped",
+                        "raise deploy.script_timeout if the step is legitimately slow",
+                    )
+                # Each receive waits at most this long on the server, so the deadline is honoured.
+                try:
+                    ps.poll_invoke(timeout=max(1, min(self.operation_timeout, int(remaining) + 1)))
+                except Exception as exc:
+                    if _is_read_timeout(exc):
+                        # The server did not even send its operation-timeout reply: a hung or crashed
+                        # guest. Reported as the guest timeout (regress forces a dump on it), at once.
+                        raise GuestTimeout(
+                            f"{script}: {self.name} stopped answering (no reply within winrm.read_timeout = {self._kwargs['read_timeout']} s)",
+                            "check the guest (bugcheck? hang?) with `invoke vm.status` / `invoke logs`",
+                        ) from None
+                    raise
+        except KeyboardInterrupt:
+            self._stale = True  # the script may still be running on the guest
+            raise
+        except (GuestTimeout, GuestScriptError):
+            raise
+        except Exception as exc:
+            raise self._fail(exc) from None
+        finally:
+            if ps.state != PSInvocationState.RUNNING:
+                try:
+                    ps.close()
+                except Exception:  # releasing the server-side pipeline must not mask the result
+                    pass
+        if ps.had_errors or ps.state == PSInvocationState.FAILED:
+            detail = _error_text(ps) or "the script reported an error"
+            raise GuestScriptError(f"{script} failed on {self.name}: {detail}")
+        try:
+            return _json_results(ps.output)
+        except NoJsonResult:
+            raise GuestScriptError(f"{script} printed no JSON result on {self.name}") from None
+
+    # -- files ----------------------------------------------------------------
+
+    def chunk_size(self) -> int:
+        """Raw bytes per Write-FileChunk call: one envelope's payload, minus overhead, before base64;
+        at most MAX_CHUNK (a listener configured with a huge envelope would otherwise hit PowerShell's
+        per-object size limit on the guest)."""
+        return min(MAX_CHUNK, max(MIN_CHUNK, (self.max_payload_size - CHUNK_OVERHEAD) * 3 // 4 // 3 * 3))
+
+    def push(self, local: Path, remote: str) -> PushResult:
+        digest, size = sha256_file(local)
+        state = self.run_script("Get-FileSha256.ps1", {"Path": remote})
+        if isinstance(state, dict) and state.get("exists") and str(state.get("sha256", "")).lower() == digest:
+            return PushResult(remote, digest, False, size)
+        partial = partial_name(remote)
+        step = self.chunk_size()
+        try:
+            with Path(local).open("rb") as fh:
+                offset = 0
+                while True:
+                    block = fh.read(step)
+                    if not block and offset > 0:
+                        break
+                    self.run_script("Write-FileChunk.ps1", {"Path": partial, "Base64": base64.b64encode(block).decode("ascii"), "Offset": offset})
+                    offset += len(block)
+                    if not block:
+                        break  # an empty file still gets created
+            self.run_script("Complete-FileUpload.ps1", {"Partial": partial, "Path": remote, "Sha256": digest})
+        except KeyboardInterrupt:
+            raise  # no clean-up round trip after Ctrl-C: a stray .partial is harmless, a hang is not
+        except BaseException:
+            try:
+                self.run_script("Complete-FileUpload.ps1", {"Partial": partial, "Discard": True}, timeout=30)
+            except Exception:  # the connection may be gone: a stray .partial is harmless
+                pass
+            raise
+        return PushResult(remote, digest, True, size)
+
+    def pull(self, remote: str, local: Path) -> None:
+        local = Path(local)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_name(local.name + ".partial")
+        step = self.chunk_size()
+        try:
+            with tmp.open("wb") as out:
+                offset = 0
+                while True:
+                    data, size = self.read_file_range(remote, offset, step)
+                    out.write(data)
+                    offset += len(data)
+                    if not data or offset >= size:
+                        break
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        tmp.replace(local)
+
+
+def _is_read_timeout(exc: BaseException) -> bool:
+    import requests
+
+    return isinstance(exc, requests.exceptions.ReadTimeout)
+
+
+def bound_receive_retries(wsman: Any) -> None:
+    """No hidden retries: pypsrp 0.9 retries every receive 5 more times after a read timeout, with
+    backoff (about 4 minutes at the defaults), so a hung guest would be noticed that late and
+    script_timeout would not hold. Each request is sent once; the caller decides what a timeout means."""
+    transport = wsman.transport
+    send = transport.send
+
+    def send_once(message: bytes, *, retries_on_read_timeout: int = 0, timeout: Any = None) -> bytes:
+        try:
+            return send(message, retries_on_read_timeout=0, timeout=timeout)
+        except Exception as exc:
+            if _is_read_timeout(exc):
+                transport.encryption = None  # what pypsrp does before its own retry: the context is stale
+            raise
+
+    transport.send = send_once
+
+
+INT32 = range(-(2**31), 2**31)
+INT64 = range(-(2**63), 2**63)
+
+
+def psrp_value(value: Any) -> Any:
+    """A parameter value as PSRP must carry it. pypsrp serializes every Python int as <I32>, so a
+    FileTime (~1.3e17) would overflow on the guest: integers outside Int32 go as <I64>."""
+    from pypsrp.serializer import TaggedValue
+
+    if isinstance(value, bool) or not isinstance(value, int | list | tuple):
+        return value
+    if isinstance(value, list | tuple):
+        return [psrp_value(v) for v in value]
+    if value in INT32:
+        return value
+    if value in INT64:
+        return TaggedValue("I64", value)
+    return TaggedValue("U64", value) if 0 <= value < 2**64 else str(value)
+
+
+def _is_fault(exc: BaseException) -> bool:
+    from pypsrp.exceptions import WSManFaultError
+
+    return isinstance(exc, WSManFaultError)
+
+
+def _quiet_close(thing: Any) -> None:
+    try:
+        thing.close()
+    except Exception:  # closing after a failure must not replace the original error
+        pass
