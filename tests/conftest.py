@@ -69,7 +69,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def fake_powershell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fake `powershell` first on PATH (tests/sshd_server.py) and the guest scripts it knows; returns its bin dir."""
-    import driverpipe.transports.base as guest_base
+    import driverpipe.core.scripts as guest_base
     from sshd_server import install_fake_powershell
 
     bin_dir = install_fake_powershell(tmp_path / "fake")

@@ -214,7 +214,7 @@ def check_target(ctx: RunContext, target_name: str) -> Iterable[Check]:
         if ctx.dry:
             yield Check(f"target {target.name}: state", "n/a", "--dry: the guest is not contacted")
             return
-        from .targets.deploy import read_guest_state
+        from .targets.operations import read_guest_state
 
         state = read_guest_state(guest, ctx)
         vm_name = getattr(guest, "vm_name", "")  # PowerShell Direct

@@ -75,7 +75,7 @@ def test_regress_against_an_unreachable_guest_is_one_line_exit_3_quickly(project
 
 def test_values_starting_with_a_dash_never_become_powershell_parameter_names() -> None:
     from driverpipe.core.errors import ConfigError
-    from driverpipe.transports.psencode import file_argv
+    from driverpipe.core.scripts import file_argv
 
     argv = file_argv("powershell", "s.ps1", {"Name": "vm1", "Rotate": True, "Skip": False, "Gone": None})
     assert argv[-3:] == ["-Name", "vm1", "-Rotate"]

@@ -81,7 +81,8 @@ def lab(project: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, An
     pkg = Pkg(pkg_dir, "WazabiEDR_Driver", files, cert)
     monkeypatch.setattr("driverpipe.signing.sign.check_signed_package", lambda ctx: pkg)
     monkeypatch.setattr(regress, "build_manifest_features", lambda ctx: ["fault-injection"])
-    monkeypatch.setattr("driverpipe.targets.deploy.cert_thumbprint", lambda path: ("AB" * 20, b""))
+    for where in ("steps", "operations"):
+        monkeypatch.setattr(f"driverpipe.targets.{where}.cert_thumbprint", lambda path: ("AB" * 20, b""))
 
     # The OS-less guest ignores the ACPI power button: don't wait long for a graceful stop.
     monkeypatch.setenv("DRIVERPIPE_REGRESS_STOP_TIMEOUT", "1")

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-import driverpipe.transports.base as guest_base
+import driverpipe.core.scripts as guest_base
 from conftest import need_tool
 from driverpipe.core.errors import EnvironmentProblem, ExitCode, PipelineError, StepFailed
 from driverpipe.transports.base import GuestScriptError

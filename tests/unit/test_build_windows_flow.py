@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from driverpipe.core.errors import ConfigError, EnvironmentProblem, StepFailed
-from driverpipe.image import build
+from driverpipe.image import artifact, build
 from fakes_build.crate import write_crate
 from fakes_build.ctx import make_ctx
 from fakes_build.fake_tools import FakeBin
@@ -69,7 +69,7 @@ def test_cargo_build_records_the_cdylib_from_cargo_output(project: Path, windows
     assert manifest["source"] == "cargo" and manifest["features"] == ["fault-injection"] and manifest["timestamp"]
     assert manifest["sha256"]["artifact"] == build.sha256_file(result.artifact)
     assert set(manifest["sha256"]) == {"artifact", "pdb", "map"}
-    assert build.load_manifest(ctx).artifact == result.artifact
+    assert artifact.load_manifest(ctx).artifact == result.artifact
     assert any("recorded in" in line for line in lines)
 
 
@@ -142,7 +142,7 @@ def test_known_failures_become_actionable_errors(project: Path, windows: FakeBin
         build.run(ctx, from_path=None)
     assert needle in exc.value.message and exc.value.hint
     assert not (crate / "target" / "release" / "driverpipe-build.json").exists()
-    assert (crate / "target" / "release" / build.CARGO_LOG_NAME).read_text() == stderr
+    assert (crate / "target" / "release" / artifact.CARGO_LOG_NAME).read_text() == stderr
     if kind is StepFailed and "compiler error" in needle:
         assert "  --> src/lib.rs:10:5" in lines  # the rendered error is shown readably
 
@@ -175,7 +175,7 @@ def test_parse_cargo_output_ignores_other_crates_and_collects_errors() -> None:
             {"reason": "build-finished", "success": False},
         ]
     )
-    out = build.parse_cargo_output(stdout + "\n{broken", "WazabiEDR_Driver")
+    out = artifact.parse_cargo_output(stdout + "\n{broken", "WazabiEDR_Driver")
     assert out.dll is None and out.errors == ["error: boom"] and out.success is False
 
 
@@ -194,10 +194,10 @@ def test_from_sys_on_any_host(project: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert result.source == "from" and result.artifact == crate / "target" / "release" / "from" / "WazabiEDR_Driver.sys"
     assert result.pdb is not None and result.pdb.read_bytes() == b"PDB" and result.map is None
     (ci / "WazabiEDR_Driver.sys").unlink()  # the manifest points at our own copy
-    assert build.load_manifest(ctx).sha256["artifact"] == build.sha256_file(result.artifact)
+    assert artifact.load_manifest(ctx).sha256["artifact"] == build.sha256_file(result.artifact)
     result.artifact.write_bytes(make_pe(payload=b"\xcc"))
     with pytest.raises(EnvironmentProblem, match="changed since"):
-        build.load_manifest(ctx)
+        artifact.load_manifest(ctx)
 
 
 @pytest.mark.parametrize(
@@ -230,5 +230,5 @@ def test_no_manifest_tells_how_to_build(project: Path) -> None:
     write_crate(project)
     ctx, _ = make_ctx(project)
     with pytest.raises(EnvironmentProblem, match="no build output") as exc:
-        build.load_manifest(ctx)
+        artifact.load_manifest(ctx)
     assert "--from" in (exc.value.hint or "")

@@ -12,7 +12,7 @@ from driverpipe.core.config import load
 from driverpipe.core.context import RunContext
 from driverpipe.core.errors import CheckFailed, ConfigError, EnvironmentProblem, StepFailed
 from driverpipe.parse.psgrammar import check_bound_params
-from driverpipe.targets import deploy
+from driverpipe.targets import deploy, operations, state, steps
 from fakes.guest import DEBUG_FILTER_KEY, FakeCapture, FakeGuest, FakeWindows
 from fakes.package import StubPackage
 
@@ -193,7 +193,7 @@ def test_1275_from_sc_start_is_diagnosed_as_code_integrity(env: dict[str, Any]) 
     m = FakeWindows.prepared(env["thumb"])
     _deploy(env, m)
     m.hvci = True  # turned on behind our back: load_driver alone sees sc's 1275
-    result = deploy.load_driver(env["ctx"], FakeGuest(m), env["pkg"], state=deploy.GuestState(hvci=True))
+    result = operations.load_driver(env["ctx"], FakeGuest(m), env["pkg"], state=state.GuestState(hvci=True))
     assert not result.ok and result.start_code == 1275
     assert "Code Integrity" in result.message and "HVCI" in result.message
 
@@ -233,10 +233,10 @@ def test_failed_push_leaves_no_half_written_driver(env: dict[str, Any]) -> None:
 def test_ctrl_c_reports_the_driver_state(env: dict[str, Any]) -> None:
     m = FakeWindows.prepared(env["thumb"])
 
-    def boom(d: deploy.Deployment) -> None:
+    def boom(d: state.Deployment) -> None:
         raise KeyboardInterrupt
 
-    plan = [*deploy.PLAN[:-1], deploy.Step("verify", "interrupted here", boom)]
+    plan = [*steps.PLAN[:-1], state.Step("verify", "interrupted here", boom)]
     with pytest.raises(KeyboardInterrupt):
         _deploy(env, m, plan=plan)
     assert any("interrupted during 'verify': driver left loaded (RUNNING)" in line for line in env["out"])
@@ -247,23 +247,23 @@ def test_leaky_unwind_makes_the_next_load_fail_in_iocreatedevice(env: dict[str, 
     guest = FakeGuest(m)
     ctx = env["ctx"]
     _deploy(env, m)
-    deploy.unload_driver(ctx, guest)
-    deploy.set_fault_step(guest, ctx, 2)
-    first = deploy.load_driver(ctx, guest, env["pkg"], FakeCapture(guest))
+    operations.unload_driver(ctx, guest)
+    operations.set_fault_step(guest, ctx, 2)
+    first = operations.load_driver(ctx, guest, env["pkg"], FakeCapture(guest))
     assert first.start_code == 31 and "IoCreateSymbolicLink failed" in first.failed_line
-    deploy.set_fault_step(guest, ctx, 0)
+    operations.set_fault_step(guest, ctx, 0)
     assert m.reg_get(m.params_key(), "FailAtStep") is None
-    second = deploy.load_driver(ctx, guest, env["pkg"], FakeCapture(guest))
+    second = operations.load_driver(ctx, guest, env["pkg"], FakeCapture(guest))
     assert second.start_code == 31 and "IoCreateDevice failed (status 0xC0000035)" in second.failed_line
 
 
 def test_unload_stops_checks_device_and_deletes(env: dict[str, Any]) -> None:
     m = _prepared_with_package(env)
     guest = FakeGuest(m)
-    result = deploy.unload_driver(env["ctx"], guest, delete=True)
+    result = operations.unload_driver(env["ctx"], guest, delete=True)
     assert result.stopped and result.device_gone and result.device_open_error == 2 and result.deleted
     assert "WazabiEDR" not in m.services
-    again = deploy.unload_driver(env["ctx"], guest)
+    again = operations.unload_driver(env["ctx"], guest)
     assert again.stopped and again.stop_code == 1060
 
 
@@ -292,7 +292,7 @@ def test_smoke_test_mismatch_is_a_check_failure(env: dict[str, Any]) -> None:
 
 def test_read_guest_state_parses_everything(env: dict[str, Any]) -> None:
     m = _prepared_with_package(env)
-    s = deploy.read_guest_state(FakeGuest(m), env["ctx"], pkg=env["pkg"])
+    s = operations.read_guest_state(FakeGuest(m), env["ctx"], pkg=env["pkg"])
     assert s.testsigning_configured and s.testsigning_active and s.debug_filter == 0xF and s.cert_trusted
     assert s.service.running and s.service.binary_path == SYS and s.service.start_type == 3
     assert s.files["WazabiEDR_Driver.sys"] == hashlib.sha256(b"MZ driver v1").hexdigest()
@@ -417,10 +417,10 @@ def test_a_capture_that_cannot_start_does_not_block_the_load(env: dict[str, Any]
 def test_guest_state_attributes_doctor_reads(env: dict[str, Any]) -> None:
     m = FakeWindows.prepared(env["thumb"], secure_boot=None)
     m.files["C:\\Tools\\Dbgview.exe"] = b"MZ"
-    s = deploy.read_guest_state(FakeGuest(m), env["ctx"])
+    s = operations.read_guest_state(FakeGuest(m), env["ctx"])
     assert s.secure_boot is None and "BIOS" in s.secure_boot_detail
     assert s.testsigning is True and s.debug_filter_ok is True and s.debugview_present is True and s.hvci is False and s.elevated
-    s2 = deploy.read_guest_state(FakeGuest(FakeWindows(secure_boot=True)), env["ctx"])
+    s2 = operations.read_guest_state(FakeGuest(FakeWindows(secure_boot=True)), env["ctx"])
     assert s2.secure_boot is True and s2.testsigning is False and s2.debug_filter_ok is False and s2.debugview_present is False
 
 

@@ -33,7 +33,7 @@ def test_guest_scripts_declare_params_and_emit_json(script: Path) -> None:
 
 def test_includes_expand_to_scripts_that_parse(tmp_path: Path) -> None:
     """`#include NAME.ps1` lines are spliced from scripts/lib; the sent text must still parse."""
-    from driverpipe.transports.base import INCLUDE, SCRIPTS_DIR, load_script
+    from driverpipe.core.scripts import INCLUDE, SCRIPTS_DIR, load_script
 
     using = [p for p in SCRIPTS_DIR.glob("*.ps1") if INCLUDE.search(p.read_text(encoding="utf-8-sig"))]
     assert using, "no script uses a shared helper"

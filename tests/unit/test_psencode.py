@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from driverpipe.core.scripts import SCRIPTS_DIR
 from driverpipe.parse.psgrammar import check_bound_params, parse_script
 from driverpipe.transports import psencode
-from driverpipe.transports.base import SCRIPTS_DIR
 
 NASTY = {
     "Path": 'C:\\Program Files\\it\'s "here"\\$(Remove-Item -Recurse C:\\)`n;&|<>',

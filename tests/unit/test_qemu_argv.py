@@ -11,7 +11,8 @@ from driverpipe.core.context import RunContext
 from driverpipe.core.errors import ConfigError
 from driverpipe.core.schema import VM_HOST_KINDS
 from driverpipe.vmhosts.factory import open_vm_host
-from driverpipe.vmhosts.qemu import QemuHost, build_argv
+from driverpipe.vmhosts.qemu import QemuHost
+from driverpipe.vmhosts.qemu_argv import build_argv
 
 DEFAULTS = {name: key.default for name, key in VM_HOST_KINDS["qemu"].keys.items()}  # type: ignore[union-attr]
 

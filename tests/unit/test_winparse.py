@@ -6,18 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from driverpipe.parse.winparse import (
-    bcd_bool,
-    diagnose_sc_error,
-    normalize_image_path,
-    parse_bcdedit,
-    parse_sc_output,
-    sc_code,
-    start_options_testsigning,
-)
-from driverpipe.parse.winparse import (
-    testsigning_enabled as ts_enabled,  # aliased: pytest would collect a test_* / testsigning name
-)
+from driverpipe.parse.bcdedit import bcd_bool, parse_bcdedit, start_options_testsigning
+from driverpipe.parse.bcdedit import testsigning_enabled as ts_enabled  # aliased: pytest would collect a test_* name
+from driverpipe.parse.winparse import diagnose_sc_error, normalize_image_path, parse_sc_output, sc_code
 from fakes.guest import FakeWindows
 
 

@@ -13,17 +13,11 @@ from typing import Any
 
 import pytest
 
+from driverpipe.parse.bcdedit import parse_bcdedit_set
+from driverpipe.parse.bcdedit import testsigning_enabled as ts_enabled
 from driverpipe.parse.dbgview import parse_bytes
-from driverpipe.parse.winparse import (
-    diagnose_sc_error,
-    parse_bcdedit_set,
-    parse_pnputil_add,
-    parse_sc_output,
-    parse_verifier,
-)
-from driverpipe.parse.winparse import (
-    testsigning_enabled as ts_enabled,
-)
+from driverpipe.parse.tools import parse_pnputil_add, parse_verifier
+from driverpipe.parse.winparse import diagnose_sc_error, parse_sc_output
 
 HERE = Path(__file__).resolve().parents[1] / "corpus"
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "corpus"

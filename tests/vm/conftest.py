@@ -43,7 +43,7 @@ def package(regress: Any) -> Any:
 @pytest.fixture(scope="session")
 def capture(regress: Any) -> Iterator[Any]:
     """One DebugView capture for the whole run; each phase reads the next window of the log."""
-    from driverpipe.targets.deploy import ops_for
+    from driverpipe.targets.operations import ops_for
 
     cap = ops_for(regress.guest).new_capture(regress.ctx, f"regress-{time.strftime('%Y%m%d-%H%M%S')}", regress.guest_dir)
     wait_for = cap.wait_for

@@ -13,8 +13,8 @@ import pytest
 
 from driverpipe.checks.regress import UnwindLeak, build_manifest_features, not_applicable, probe_guest
 from driverpipe.core.errors import CheckFailed
-from driverpipe.parse.winparse import parse_verifier
-from driverpipe.targets import deploy
+from driverpipe.parse.tools import parse_verifier
+from driverpipe.targets import deploy, operations, reboot, state
 
 pytestmark = pytest.mark.vm
 
@@ -30,17 +30,17 @@ def test_revert_to_clean_state(regress: Any) -> None:
 
 
 def test_deploy_and_smoke_test(regress: Any, package: Any, capture: Any) -> None:
-    regress.boot_time = deploy.read_guest_state(regress.guest, regress.ctx).boot_time
+    regress.boot_time = operations.read_guest_state(regress.guest, regress.ctx).boot_time
     code = deploy.deploy_to(regress.ctx, regress.guest, package, regress.target, verify=True, capture_factory=lambda ctx, guest, run_id: capture)
     assert code == 0
-    regress.boot_time = deploy.read_guest_state(regress.guest, regress.ctx).boot_time
+    regress.boot_time = operations.read_guest_state(regress.guest, regress.ctx).boot_time
 
 
-def _load(regress: Any, package: Any, capture: Any) -> deploy.LoadResult:
-    return deploy.load_driver(regress.ctx, regress.guest, package, capture, guest_dir=regress.guest_dir)
+def _load(regress: Any, package: Any, capture: Any) -> state.LoadResult:
+    return operations.load_driver(regress.ctx, regress.guest, package, capture, guest_dir=regress.guest_dir)
 
 
-def _assert_loaded(regress: Any, capture: Any, result: deploy.LoadResult, what: str) -> None:
+def _assert_loaded(regress: Any, capture: Any, result: state.LoadResult, what: str) -> None:
     if not result.ok:
         raise CheckFailed(f"{what}: {result.message or 'load failed'}")
     if result.smoke is not None and not result.smoke.ok:
@@ -51,7 +51,7 @@ def _assert_loaded(regress: Any, capture: Any, result: deploy.LoadResult, what: 
 
 
 def _unload(regress: Any, capture: Any, what: str) -> None:
-    result = deploy.unload_driver(regress.ctx, regress.guest)
+    result = operations.unload_driver(regress.ctx, regress.guest)
     if not result.stopped or not result.device_gone:
         raise CheckFailed(f"{what}: {result.message}")
     verdict = capture.wait_for("unload")
@@ -74,11 +74,11 @@ def test_fault_injection(regress: Any, package: Any, capture: Any, fault_step: t
     if "fault-injection" not in features:
         pytest.skip("the package was built without the fault-injection feature: invoke build --features fault-injection sign")
     _unload(regress, capture, f"before failing step {index} ({name})")
-    deploy.set_fault_step(regress.guest, regress.ctx, index)
+    operations.set_fault_step(regress.guest, regress.ctx, index)
     try:
         # No capture handed to load_driver: it would read the window as a `load` phase; this
         # phase reads it as `failed_load` for exactly this step.
-        result = deploy.load_driver(regress.ctx, regress.guest, package, None, guest_dir=regress.guest_dir)
+        result = operations.load_driver(regress.ctx, regress.guest, package, None, guest_dir=regress.guest_dir)
         if result.ok or result.start_code != 31:
             raise CheckFailed(f"step {index} ({name}): expected sc start to fail with 31 (DriverEntry failed), got {result.start_code}: {result.message}")
         verdict = capture.wait_for("failed_load", step=name)
@@ -93,7 +93,7 @@ def test_fault_injection(regress: Any, package: Any, capture: Any, fault_step: t
                 "the unwind ladder in DriverEntry did not release everything acquired before that step",
             )
     finally:
-        deploy.set_fault_step(regress.guest, regress.ctx, 0)
+        operations.set_fault_step(regress.guest, regress.ctx, 0)
     clean = _load(regress, package, capture)
     if not clean.ok:
         raise UnwindLeak(
@@ -116,13 +116,13 @@ def test_driver_verifier(regress: Any, package: Any, capture: Any) -> None:
     settings = parse_verifier(str((result or {}).get("settings") or ""))
     if result is not None and not settings.verifies(sys_name):
         raise CheckFailed(f"Driver Verifier is not set for {sys_name}: verifier /querysettings lists {', '.join(settings.drivers) or 'no driver'}")
-    deploy.reboot_and_wait(regress.ctx, regress.guest, timeout)
-    regress.boot_time = deploy.read_guest_state(regress.guest, regress.ctx).boot_time
+    reboot.reboot_and_wait(regress.ctx, regress.guest, timeout)
+    regress.boot_time = operations.read_guest_state(regress.guest, regress.ctx).boot_time
     try:
         for i in range(1, 3):
             _assert_loaded(regress, capture, _load(regress, package, capture), f"verifier load {i}")
             _unload(regress, capture, f"verifier unload {i}")
     finally:
         regress.guest.run_script("Set-DriverVerifier.ps1", {"Reset": True})
-        deploy.reboot_and_wait(regress.ctx, regress.guest, timeout)
-        regress.boot_time = deploy.read_guest_state(regress.guest, regress.ctx).boot_time
+        reboot.reboot_and_wait(regress.ctx, regress.guest, timeout)
+        regress.boot_time = operations.read_guest_state(regress.guest, regress.ctx).boot_time

@@ -143,7 +143,7 @@ class RegressSession:
 
 def probe_guest(session: RegressSession) -> bool:
     """Does the guest answer (and is it past logon)? Used to wait after a revert."""
-    from ..targets.deploy import ops_for
+    from ..targets.operations import ops_for
 
     try:
         return ops_for(session.guest).ready()
@@ -153,7 +153,7 @@ def probe_guest(session: RegressSession) -> bool:
 
 def not_applicable(session: RegressSession) -> dict[str, str]:
     """What this kind of target cannot check (Wine: bugchecks, Driver Verifier)."""
-    from ..targets.deploy import ops_for
+    from ..targets.operations import ops_for
 
     return ops_for(session.guest).not_applicable()
 
@@ -297,7 +297,7 @@ def preflight(session: RegressSession) -> None:
     if vm is not None:
         vm.status()
         return
-    from ..targets.deploy import ops_for
+    from ..targets.operations import ops_for
 
     ops_for(session.guest).read_state(session.ctx)
 

@@ -104,13 +104,13 @@ def run(ctx: RunContext, *, target: str | None, log: Path | None, phase: str, as
         ctx.say(f"[dry] read Wine's debug channel of target {tsec.name}'s prefix and check phase {expectation.phase} (timeout {expectation.timeout:g} s)")
         return 0
     if ctx.dry:
-        from ..transports.base import script_path
+        from ..core.scripts import script_path
 
         ctx.show_script(f"guest {tsec.name}", script_path("Get-DbgCaptureStatus.ps1"), params)
         ctx.say(f"[dry] then: tail the newest log in {params['LogDir']} and check phase {expectation.phase} (timeout {expectation.timeout:g} s)")
         return 0
-    from ..targets.deploy import ops_for
     from ..targets.open import open_target as open_guest
+    from ..targets.operations import ops_for
 
     guest = open_guest(ctx, tsec)
     try:
@@ -136,13 +136,13 @@ def pull_logs(ctx: RunContext, *, target: str | None, out: Path | None) -> Path:
     dest = Path(out) if out else ctx.artifacts / "logs" / str(tsec.name)
     params = _status_params(ctx, tsec)
     if ctx.dry:
-        from ..transports.base import script_path
+        from ..core.scripts import script_path
 
         ctx.show_script(f"guest {tsec.name}", script_path("Get-DbgCaptureStatus.ps1"), params)
         ctx.say(f"[dry] then: pull each capture log and minidump into {dest}")
         return dest
-    from ..targets.deploy import ops_for
     from ..targets.open import open_target as open_guest
+    from ..targets.operations import ops_for
 
     guest = open_guest(ctx, tsec)
     try:

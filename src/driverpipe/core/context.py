@@ -11,6 +11,7 @@ from typing import Any
 
 from .config import Config
 from .runner import ToolRunner
+from .scripts import load_script
 from .secrets import REDACT, REDACTED
 
 SECRET_PARAM_WORDS = ("password", "passwd", "secret", "token", "credential", "key_pass")
@@ -60,8 +61,6 @@ class RunContext:
     def show_script(self, where: str, script: Path, params: Mapping[str, Any]) -> None:
         """--dry: show a remote script, its bound parameters and its text."""
         self.say(f"[dry] {where}: {script.name} {json.dumps(redact_params(params), sort_keys=True)}")
-        from ..transports.base import load_script  # lazy: keeps the core import light
-
         try:
             body = load_script(script)
         except OSError:

@@ -23,7 +23,7 @@ from ..core.config import Section
 from ..core.context import RunContext
 from ..core.errors import ConfigError, StepFailed
 from ..core.files import safe_basename, sha256_file
-from .build import BuildResult, _record, _show_errors, cargo_argv, classify_failure, error_blocks, features, profile_dir
+from .artifact import BuildResult, _record, _show_errors, cargo_argv, classify_failure, error_blocks, features, profile_dir
 from .preflight import CrateInfo
 
 SCRIPT = "Invoke-RemoteCargoBuild.ps1"
@@ -95,7 +95,7 @@ def _win_join(base: str, *parts: str) -> str:
 
 def run(ctx: RunContext, info: CrateInfo, host: Section) -> BuildResult:
     from ..transports.connect import open_build_host
-    from .build import inx_path
+    from .artifact import inx_path
 
     profile = str(ctx.config.project.build.profile)
     feats = features(ctx)

@@ -9,6 +9,6 @@ from ..core.locks import LocalLock
 
 def build_lock(ctx: Any) -> LocalLock:
     """The checkout's build output (manifest, package folder): build, package and sign take turns."""
-    from .build import crate_dir
+    from .artifact import crate_dir
 
     return LocalLock(crate_dir(ctx) / "target" / ".driverpipe.lock", f"the build output of {crate_dir(ctx)}")

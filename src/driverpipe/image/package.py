@@ -30,7 +30,7 @@ from ..core.context import RunContext
 from ..core.errors import ConfigError, EnvironmentProblem, NotImplementedYet, StepFailed
 from ..core.files import copy_atomic, sha256_file, write_atomic
 from . import wdk
-from .build import BuildResult, crate_dir, inx_path, load_manifest, manifest_path, profile_dir
+from .artifact import BuildResult, crate_dir, inx_path, load_manifest, manifest_path, profile_dir
 from .preflight import CrateInfo
 
 STAMP_NAME = ".driverpipe-package.json"

@@ -429,7 +429,7 @@ def _validate(ctx: Any, cert_der: bytes, key_pem: bytes | None, *, where: str) -
 
 def powershell_argv(ps: Path, script: Path, params: dict[str, Any]) -> list[str]:
     """`powershell.exe -File script -Name value ...`: parameters bound by name, no string-built code."""
-    from ..transports.psencode import file_argv
+    from ..core.scripts import file_argv
 
     return file_argv(str(ps), str(script), params)
 

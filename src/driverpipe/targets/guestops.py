@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ..core.context import RunContext
     from ..transports.base import PushResult
-    from .deploy import GuestState, LoadResult, PackageLike, Step, UnloadResult
+    from .state import GuestState, LoadResult, PackageLike, Step, UnloadResult
 
 
 @dataclass
@@ -81,11 +81,9 @@ class GuestOps(ABC):
     def collect_logs(self, ctx: RunContext, dest: Path) -> list[Path]:
         """Copy every capture log (and crash dumps) into dest; the files written."""
 
-    def deploy_plan(self) -> list[Step]:
-        """The deploy steps for this kind of target (default: the Windows plan)."""
-        from .deploy import PLAN
-
-        return PLAN
+    def deploy_plan(self) -> list[Step] | None:
+        """The deploy steps for this kind of target; None: the Windows plan (targets.steps.PLAN)."""
+        return None
 
     def summary(self, state: GuestState) -> str:
         """One line about the target's state, printed by the deploy's first step."""

@@ -9,7 +9,7 @@ from ..core.locks import GuestLease
 
 def lease_for(ctx: Any, section: Any, guest: Any) -> GuestLease | None:
     """A lease on a remote guest (winrm, ssh, PowerShell Direct); None for Wine and for the machine itself."""
-    from .deploy import PowerShellOps, ops_for
+    from .operations import PowerShellOps, ops_for
 
     if section.transport == "wine" or ctx.dry or not isinstance(ops_for(guest), PowerShellOps):
         return None

@@ -226,8 +226,9 @@ def provision_guest(
 ) -> Outcome:
     """Bring one connected guest to the test baseline; returns what changed. Idempotent."""
     from ..transports.connect import require_admin
-    from .deploy import cert_thumbprint, read_guest_state
+    from .operations import read_guest_state
     from .reboot import reboot_and_wait
+    from .state import cert_thumbprint
 
     do_reboot = reboot or reboot_and_wait
     name = str(section.name)
@@ -309,7 +310,7 @@ def _debugview(ctx: RunContext, guest: Any, out: Outcome, guest_dir: str) -> Non
 
 
 def _check_after_reboot(ctx: RunContext, guest: Any, section: Any, guest_dir: str, cert_file: Path | None, baseline: dict[str, Any]) -> None:
-    from .deploy import read_guest_state
+    from .operations import read_guest_state
 
     name = str(section.name)
     state = read_guest_state(guest, ctx, pkg=_CertOnly(cert_file or Path("")), guest_dir=guest_dir)

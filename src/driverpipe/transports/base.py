@@ -11,46 +11,13 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..core.errors import StepFailed
+from ..core.scripts import LIB_DIR, SCRIPTS_DIR, load_script, script_path, script_text  # noqa: F401 (the transports' names)
 from .errors import RemoteFileNotFound
-
-SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "scripts" / "guest"
-LIB_DIR = SCRIPTS_DIR.parent / "lib"
-INCLUDE = re.compile(r"^#include\s+([A-Za-z0-9_.-]+\.ps1)\s*$", re.M)
-
-
-def script_path(name: str) -> Path:
-    """Path of a shipped guest script by file name (e.g. 'Get-GuestState.ps1')."""
-    path = SCRIPTS_DIR / name
-    if not path.is_file():
-        raise FileNotFoundError(f"no shipped guest script {name}")
-    return path
-
-
-def load_script(path: Path) -> str:
-    """A script's text as sent: each `#include NAME.ps1` line replaced by scripts/lib/NAME.ps1.
-
-    Scripts cannot import modules on the guest, so shared helpers are spliced in
-    here, after the param() block where the include line stands.
-    """
-    text = path.read_text(encoding="utf-8-sig")
-
-    def splice(match: re.Match[str]) -> str:
-        lib = LIB_DIR / match.group(1)
-        if not lib.is_file():
-            raise FileNotFoundError(f"{path.name} includes {match.group(1)}, which is not in {LIB_DIR}")
-        return lib.read_text(encoding="utf-8-sig").rstrip("\n")
-
-    return INCLUDE.sub(splice, text)
-
-
-def script_text(name: str) -> str:
-    return load_script(script_path(name))
 
 
 @dataclass

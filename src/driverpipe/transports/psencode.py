@@ -260,23 +260,3 @@ def partial_name(remote: str) -> str:
     import secrets
 
     return f"{remote}.partial-{secrets.token_hex(4)}"
-
-
-def file_argv(powershell: str, script: str, params: Mapping[str, Any]) -> list[str]:
-    """`powershell.exe -File script -Name value ...` with each parameter bound by name (never script text).
-
-    True is a switch (`-Name`), None/False leave the parameter out. A value starting
-    with '-' is refused: -File would bind it as a parameter NAME, not a value.
-    """
-    from ..core.errors import ConfigError
-
-    argv = [powershell, "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-File", script]
-    for name, value in params.items():
-        if value is True:
-            argv.append(f"-{name}")
-        elif value is not None and value is not False:
-            text = str(value)
-            if text.startswith("-"):
-                raise ConfigError(f"the value {text!r} for -{name} starts with '-': PowerShell would read it as a parameter name", "rename it")
-            argv += [f"-{name}", text]
-    return argv

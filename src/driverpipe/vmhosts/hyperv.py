@@ -25,7 +25,7 @@ from typing import Any
 from ..core.config import Section
 from ..core.errors import ConfigError, EnvironmentProblem, StepFailed
 from ..core.runner import last_meaningful_line
-from ..transports.psencode import file_argv
+from ..core.scripts import file_argv
 from .base import VmEvent, VmState, VmStatus
 
 SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "scripts" / "hyperv"

@@ -29,7 +29,8 @@ from ...core.errors import CheckFailed, EnvironmentProblem, PipelineError, StepF
 from ...core.files import copy_atomic, sha256_file
 from ...parse.winparse import diagnose_sc_error, parse_sc_output
 from ...transports.base import PushResult
-from ..deploy import (
+from ..guestops import GuestOps, LogSource
+from ..state import (
     ERROR_FILE_NOT_FOUND,
     DeployStepFailed,
     GuestState,
@@ -41,17 +42,9 @@ from ..deploy import (
     Step,
     UnloadResult,
     _failed_line,
-    _old_build_in_the_way,
-    _plan_push,
     _sys_file,
-    step_load,
-    step_push,
-    step_read_state,
-    step_smoke,
-    step_stop_old,
-    step_verify,
 )
-from ..guestops import GuestOps, LogSource
+from ..steps import _old_build_in_the_way, _plan_push, step_load, step_push, step_read_state, step_smoke, step_stop_old, step_verify
 from .capture import Pump, WineCapture
 from .prefix import Completed, WinePrefix
 
