@@ -71,7 +71,7 @@ FAKE_POWERSHELL = r'''
 import base64, hashlib, json, os, sys, time
 from pathlib import Path
 
-from driverpipe.transports.base import load_script
+from driverpipe.core.scripts import load_script
 from driverpipe.transports.psencode import ERROR_MARKER, decode_command, parse_wrapper
 
 HERE = Path(__file__).resolve().parent

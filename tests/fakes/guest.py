@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from driverpipe.core.errors import EnvironmentProblem, PipelineError, StepFailed
-from driverpipe.transports.base import GuestScriptError, PushResult, script_path
+from driverpipe.core.scripts import script_path
+from driverpipe.transports.base import GuestScriptError, PushResult
 
 Handler = Callable[["FakeWindows", dict[str, Any]], Any]
 

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from driverpipe.core.errors import ConfigError, EnvironmentProblem, StepFailed
+from driverpipe.core.scripts import script_path
 from driverpipe.image import build, buildhost
 from driverpipe.parse.psgrammar import check_bound_params
-from driverpipe.transports.base import PushResult, script_path
+from driverpipe.transports.base import PushResult
 from fakes_build.crate import write_crate
 from fakes_build.ctx import make_ctx
 from fakes_build.pe import make_pe

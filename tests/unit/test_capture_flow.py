@@ -17,9 +17,10 @@ import pytest
 from driverpipe.core.config import load
 from driverpipe.core.context import RunContext
 from driverpipe.core.errors import ConfigError
+from driverpipe.core.scripts import script_path
 from driverpipe.parse.psgrammar import check_bound_params
 from driverpipe.targets.capture import Capture
-from driverpipe.transports.base import GuestScriptError, script_path
+from driverpipe.transports.base import GuestScriptError
 from fakes.capture_handlers import advance, state
 from fakes.guest import FakeGuest, FakeService, FakeWindows
 

@@ -310,7 +310,7 @@ class DryGuest:
         self.shown: list[str] = []
 
     def run_script(self, script: str, params: dict[str, Any] | None = None, *, timeout: float | None = None) -> None:
-        from driverpipe.transports.base import script_path
+        from driverpipe.core.scripts import script_path
 
         assert check_bound_params(script_path(script), dict(params or {})) == []
         self.shown.append(script)

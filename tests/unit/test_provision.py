@@ -22,9 +22,9 @@ import pytest
 from driverpipe.core.config import load
 from driverpipe.core.context import RunContext
 from driverpipe.core.errors import CheckFailed, ConfigError, EnvironmentProblem, StepFailed
+from driverpipe.core.scripts import script_path
 from driverpipe.parse.psgrammar import check_bound_params
 from driverpipe.targets import provision
-from driverpipe.transports.base import script_path
 from fakes.guest import DEBUG_FILTER_KEY, FakeGuest, FakeWindows, handler
 
 CRASH_KEY = r"HKLM\SYSTEM\CurrentControlSet\Control\CrashControl"

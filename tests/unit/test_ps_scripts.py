@@ -50,7 +50,7 @@ def test_includes_expand_to_scripts_that_parse(tmp_path: Path) -> None:
 
 def _sent_text(script: Path) -> str:
     """What is really sent: the script with its #include lines expanded."""
-    from driverpipe.transports.base import load_script
+    from driverpipe.core.scripts import load_script
 
     return load_script(script) if "guest" in script.parts else script.read_text(encoding="utf-8-sig")
 

@@ -14,8 +14,9 @@ import pytest
 from driverpipe.core.config import load
 from driverpipe.core.context import RunContext
 from driverpipe.core.errors import ConfigError, EnvironmentProblem, StepFailed
+from driverpipe.core.scripts import load_script
 from driverpipe.parse.psgrammar import check_bound_params, parse_script
-from driverpipe.transports.base import GuestScriptError, load_script
+from driverpipe.transports.base import GuestScriptError
 from driverpipe.transports.connect import open_guest
 from driverpipe.transports.errors import RemoteFileNotFound
 from driverpipe.transports.psdirect import PASSWORD_ENV, SCRIPTS_DIR, PsDirectGuest

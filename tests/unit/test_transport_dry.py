@@ -12,9 +12,9 @@ import pytest
 from driverpipe.core.config import load
 from driverpipe.core.context import RunContext
 from driverpipe.core.errors import ConfigError
+from driverpipe.core.scripts import script_path
 from driverpipe.core.secrets import REDACT
 from driverpipe.parse.psgrammar import check_bound_params
-from driverpipe.transports.base import script_path
 from driverpipe.transports.connect import open_build_host, open_guest, require_admin
 from driverpipe.transports.dry import DryGuest
 

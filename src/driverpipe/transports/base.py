@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..core.errors import StepFailed
-from ..core.scripts import LIB_DIR, SCRIPTS_DIR, load_script, script_path, script_text  # noqa: F401 (the transports' names)
+from ..core.scripts import script_text
 from .errors import RemoteFileNotFound
 
 

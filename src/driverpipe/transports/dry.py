@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from ..core.context import RunContext
-from .base import PushResult, script_path
+from ..core.scripts import script_path
+from .base import PushResult
 
 
 class DryGuest:

@@ -24,7 +24,8 @@ from typing import Any
 
 from ..core.errors import EnvironmentProblem, StepFailed
 from ..core.runner import which
-from .base import BatchMixin, PushResult, load_script, script_path
+from ..core.scripts import load_script, script_path
+from .base import BatchMixin, PushResult
 from .errors import GuestTimeout, RemoteFileNotFound
 from .psencode import LOCAL_MAX_COMMAND, build_invocation, partial_name, script_result, sha256_file
 

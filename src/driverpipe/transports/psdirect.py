@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import EnvironmentProblem, StepFailed
-from .base import BatchMixin, GuestScriptError, PushResult, load_script, script_path, script_text
+from ..core.scripts import load_script, script_path, script_text
+from .base import BatchMixin, GuestScriptError, PushResult
 from .errors import RemoteFileNotFound
 from .local import find_powershell, run_wrapped
 from .psencode import ERROR_MARKER, params_json, script_result, sha256_file

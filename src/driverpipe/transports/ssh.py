@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import StepFailed
-from .base import BatchMixin, PushResult, load_script, script_path
+from ..core.scripts import load_script, script_path
+from .base import BatchMixin, PushResult
 from .errors import Endpoint, GuestTimeout, RemoteFileNotFound, UnknownHostKey, translate_ssh
 from .psencode import SSH_MAX_COMMAND, build_invocation, partial_name, script_result, sha256_file
 

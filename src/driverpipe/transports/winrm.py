@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import ConfigError, EnvironmentProblem
-from .base import BatchMixin, GuestScriptError, PushResult, load_script, script_path
+from ..core.scripts import load_script, script_path
+from .base import BatchMixin, GuestScriptError, PushResult
 from .errors import Endpoint, GuestTimeout, translate_winrm
 from .psencode import NoJsonResult, parse_last_json, partial_name, sha256_file
 
