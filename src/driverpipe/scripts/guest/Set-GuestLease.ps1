@@ -53,7 +53,7 @@ try {
         $started = $now
         if ($mine) { $started = $current.started }
         $lease = [ordered]@{ token = $Token; owner = $Owner; host = $Machine; pid = $ProcessId; started = $started; expires = ($now + $Seconds) }
-        $bytes = [Text.Encoding]::UTF8.GetBytes(($lease | ConvertTo-Json -Compress))
+        $bytes = [Text.Encoding]::UTF8.GetBytes(($lease | ConvertTo-Json -Compress -Depth 4))
         $fs.SetLength(0)
         $fs.Write($bytes, 0, $bytes.Length)
         $result.acquired = $true

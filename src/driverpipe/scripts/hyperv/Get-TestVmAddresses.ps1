@@ -9,6 +9,6 @@ try {
     $addresses = @(Get-VMNetworkAdapter -VMName $VMName | ForEach-Object { $_.IPAddresses } | Where-Object { $_ })
     ConvertTo-Json -InputObject ([pscustomobject]@{ ok = $true; addresses = $addresses }) -Compress -Depth 3
 } catch {
-    ConvertTo-Json -InputObject ([pscustomobject]@{ ok = $false; error = $_.Exception.Message }) -Compress
+    ConvertTo-Json -InputObject ([pscustomobject]@{ ok = $false; error = $_.Exception.Message }) -Compress -Depth 4
     exit 1
 }

@@ -8,7 +8,7 @@ $ErrorActionPreference = 'Stop'
 try {
     $vm = Get-VM -Name $VMName -ErrorAction SilentlyContinue
     if ($null -eq $vm) {
-        ConvertTo-Json -InputObject ([pscustomobject]@{ ok = $true; exists = $false }) -Compress
+        ConvertTo-Json -InputObject ([pscustomobject]@{ ok = $true; exists = $false }) -Compress -Depth 4
         return
     }
     $secureBoot = $null
@@ -29,6 +29,6 @@ try {
     }
     ConvertTo-Json -InputObject $result -Compress -Depth 4
 } catch {
-    ConvertTo-Json -InputObject ([pscustomobject]@{ ok = $false; error = $_.Exception.Message }) -Compress
+    ConvertTo-Json -InputObject ([pscustomobject]@{ ok = $false; error = $_.Exception.Message }) -Compress -Depth 4
     exit 1
 }

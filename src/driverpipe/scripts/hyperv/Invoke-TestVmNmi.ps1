@@ -7,8 +7,8 @@ param(
 $ErrorActionPreference = 'Stop'
 try {
     Debug-VM -Name $VMName -InjectNonMaskableInterrupt -Force
-    ConvertTo-Json -InputObject ([pscustomobject]@{ ok = $true }) -Compress
+    ConvertTo-Json -InputObject ([pscustomobject]@{ ok = $true }) -Compress -Depth 4
 } catch {
-    ConvertTo-Json -InputObject ([pscustomobject]@{ ok = $false; error = $_.Exception.Message }) -Compress
+    ConvertTo-Json -InputObject ([pscustomobject]@{ ok = $false; error = $_.Exception.Message }) -Compress -Depth 4
     exit 1
 }

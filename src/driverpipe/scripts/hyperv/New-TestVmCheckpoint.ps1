@@ -17,8 +17,8 @@ try {
         replaced       = ($old.Count -gt 0)
         checkpointType = [string]$vm.CheckpointType
     }
-    ConvertTo-Json -InputObject $result -Compress
+    ConvertTo-Json -InputObject $result -Compress -Depth 4
 } catch {
-    ConvertTo-Json -InputObject ([pscustomobject]@{ ok = $false; error = $_.Exception.Message }) -Compress
+    ConvertTo-Json -InputObject ([pscustomobject]@{ ok = $false; error = $_.Exception.Message }) -Compress -Depth 4
     exit 1
 }

@@ -11,7 +11,7 @@ try {
     $snapshot = Get-VMSnapshot -VMName $VMName | Where-Object { $_.Name -eq $CheckpointName } | Select-Object -First 1
     if ($null -eq $snapshot) {
         $known = @(Get-VMSnapshot -VMName $VMName | ForEach-Object { $_.Name }) -join ', '
-        ConvertTo-Json -InputObject ([pscustomobject]@{ ok = $false; missing = $true; error = "no checkpoint '$CheckpointName' (known: $known)" }) -Compress
+        ConvertTo-Json -InputObject ([pscustomobject]@{ ok = $false; missing = $true; error = "no checkpoint '$CheckpointName' (known: $known)" }) -Compress -Depth 4
         exit 1
     }
     Restore-VMSnapshot -VMName $VMName -Name $CheckpointName -Confirm:$false
@@ -28,8 +28,8 @@ try {
         startedAfterRestore = $started
         state              = [string](Get-VM -Name $VMName).State
     }
-    ConvertTo-Json -InputObject $result -Compress
+    ConvertTo-Json -InputObject $result -Compress -Depth 4
 } catch {
-    ConvertTo-Json -InputObject ([pscustomobject]@{ ok = $false; error = $_.Exception.Message }) -Compress
+    ConvertTo-Json -InputObject ([pscustomobject]@{ ok = $false; error = $_.Exception.Message }) -Compress -Depth 4
     exit 1
 }

@@ -31,8 +31,8 @@ try {
         heartbeatOk    = ($heartbeat -like 'Ok*')
         waitedSeconds  = [int]$watch.Elapsed.TotalSeconds
     }
-    ConvertTo-Json -InputObject $result -Compress
+    ConvertTo-Json -InputObject $result -Compress -Depth 4
 } catch {
-    ConvertTo-Json -InputObject ([pscustomobject]@{ ok = $false; error = $_.Exception.Message }) -Compress
+    ConvertTo-Json -InputObject ([pscustomobject]@{ ok = $false; error = $_.Exception.Message }) -Compress -Depth 4
     exit 1
 }

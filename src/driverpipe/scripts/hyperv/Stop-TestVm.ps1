@@ -10,7 +10,7 @@ $ErrorActionPreference = 'Stop'
 try {
     $vm = Get-VM -Name $VMName
     if ([string]$vm.State -eq 'Off') {
-        ConvertTo-Json -InputObject ([pscustomobject]@{ ok = $true; mode = 'graceful'; already = $true }) -Compress
+        ConvertTo-Json -InputObject ([pscustomobject]@{ ok = $true; mode = 'graceful'; already = $true }) -Compress -Depth 4
         return
     }
     $mode = 'hard'
@@ -29,8 +29,8 @@ try {
         Stop-VM -Name $VMName -TurnOff -Force
         $mode = 'hard'
     }
-    ConvertTo-Json -InputObject ([pscustomobject]@{ ok = $true; mode = $mode; reason = $reason; already = $false }) -Compress
+    ConvertTo-Json -InputObject ([pscustomobject]@{ ok = $true; mode = $mode; reason = $reason; already = $false }) -Compress -Depth 4
 } catch {
-    ConvertTo-Json -InputObject ([pscustomobject]@{ ok = $false; error = $_.Exception.Message }) -Compress
+    ConvertTo-Json -InputObject ([pscustomobject]@{ ok = $false; error = $_.Exception.Message }) -Compress -Depth 4
     exit 1
 }

@@ -16,11 +16,11 @@ try {
         Test-Path -LiteralPath $Path -PathType Leaf
     }
     if (-not $exists) {
-        ConvertTo-Json -InputObject ([pscustomobject]@{ exists = $false }) -Compress
+        ConvertTo-Json -InputObject ([pscustomobject]@{ exists = $false }) -Compress -Depth 4
         return
     }
     Copy-Item -LiteralPath $RemotePath -Destination $LocalPath -FromSession $session -Force
-    ConvertTo-Json -InputObject ([pscustomobject]@{ exists = $true; size = [int64](Get-Item -LiteralPath $LocalPath).Length }) -Compress
+    ConvertTo-Json -InputObject ([pscustomobject]@{ exists = $true; size = [int64](Get-Item -LiteralPath $LocalPath).Length }) -Compress -Depth 4
 } finally {
     Remove-PSSession -Session $session
 }

@@ -22,7 +22,7 @@ try {
         & ([scriptblock]::Create($Text)) -Path $Path
     } | Select-Object -Last 1 | ConvertFrom-Json
     if ($present.exists -and $present.sha256 -eq $Sha256.ToLowerInvariant()) {
-        ConvertTo-Json -InputObject ([pscustomobject]@{ copied = $false; sha256 = $present.sha256; size = [int64]$present.size }) -Compress
+        ConvertTo-Json -InputObject ([pscustomobject]@{ copied = $false; sha256 = $present.sha256; size = [int64]$present.size }) -Compress -Depth 4
         return
     }
     $partial = $RemotePath + '.partial-' + [guid]::NewGuid().ToString('N').Substring(0, 8)
@@ -46,7 +46,7 @@ try {
         }
         throw
     }
-    ConvertTo-Json -InputObject ([pscustomobject]@{ copied = $true; sha256 = $done.sha256; size = [int64]$done.size }) -Compress
+    ConvertTo-Json -InputObject ([pscustomobject]@{ copied = $true; sha256 = $done.sha256; size = [int64]$done.size }) -Compress -Depth 4
 } finally {
     Remove-PSSession -Session $session
 }
