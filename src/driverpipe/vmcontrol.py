@@ -1,7 +1,7 @@
 """`invoke vm.status|start|stop|revert|snapshot`: one target's VM, whatever the hypervisor.
 
 start and revert end when the guest transport answers (a real WinRM/SSH round trip
-through driverpipe.guest.connect), never after a fixed sleep; when the target can't
+through driverpipe.transports.connect), never after a fixed sleep; when the target can't
 be probed, the task says so and returns instead of pretending to wait.
 """
 
@@ -98,7 +98,7 @@ def guest_probe(ctx: Any, section: Section) -> tuple[Callable[[], bool] | None, 
     try:
         from .transports.connect import open_guest, uses_powershell_direct
     except ImportError:
-        return None, "the guest transport module (driverpipe.guest.connect) is not available"
+        return None, "the guest transport module (driverpipe.transports.connect) is not available"
     if section.transport == "wine":
         from .targets.wine.host import wine_probe
 

@@ -136,3 +136,11 @@ def test_test_only_scripts_parse_and_bind() -> None:
             p = Path(tmp) / name
             p.write_text(text, encoding="utf-8")
             assert check_bound_params(p, {}) == [], name
+
+
+def test_arrays_come_back_as_lists_in_both_51_and_7_shapes() -> None:
+    # Windows PowerShell 5.1 wraps a pipeline array as {"value": [...], "Count": n}.
+    out = 'noise\n{"items":{"value":[1,{"value":["a"],"Count":1}],"Count":2},"n":{"value":3,"Count":9}}\n'
+    assert psencode.parse_last_json(out) == {"items": [1, ["a"]], "n": {"value": 3, "Count": 9}}
+    assert psencode.parse_last_json('{"value":[],"Count":0}') == []
+    assert psencode.parse_last_json("[1,2]") == [1, 2]

@@ -66,3 +66,19 @@ def file_argv(powershell: str, script: str, params: Mapping[str, Any]) -> list[s
                 raise ConfigError(f"the value {text!r} for -{name} starts with '-': PowerShell would read it as a parameter name", "rename it")
             argv += [f"-{name}", text]
     return argv
+
+
+def unwrap_51_arrays(value: Any) -> Any:
+    """Lists as lists, whichever PowerShell wrote them.
+
+    Windows PowerShell 5.1 serializes an array that went through the pipeline or a
+    PSObject wrapper as `{"value": [...], "Count": n}` (its extended type data adds
+    Count); PowerShell 7 writes the bare array. Accept both.
+    """
+    if isinstance(value, dict):
+        if set(value) == {"value", "Count"} and isinstance(value["value"], list) and value["Count"] == len(value["value"]):
+            return [unwrap_51_arrays(v) for v in value["value"]]
+        return {k: unwrap_51_arrays(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap_51_arrays(v) for v in value]
+    return value

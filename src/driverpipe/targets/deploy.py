@@ -119,7 +119,7 @@ def _open_guest(ctx: RunContext, target: Any) -> Any:
     try:
         from .open import open_target as open_guest
     except ImportError as exc:
-        raise EnvironmentProblem("the guest transports (driverpipe.guest.connect) are not available", "update driverpipe") from exc
+        raise EnvironmentProblem("the guest transports (driverpipe.transports.connect) are not available", "update driverpipe") from exc
     return open_guest(ctx, target)
 
 

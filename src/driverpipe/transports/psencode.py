@@ -28,6 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.scripts import unwrap_51_arrays
+
 #: Marker of the wrapper's own error line on stderr.
 ERROR_MARKER = "driverpipe-error: "
 
@@ -154,7 +156,7 @@ def parse_last_json(stdout: str) -> Any:
         text = line.strip()
         if text.startswith(("{", "[")) or text == "null":
             try:
-                return json.loads(text)
+                return unwrap_51_arrays(json.loads(text))
             except json.JSONDecodeError:
                 continue
     raise NoJsonResult("the script printed no JSON result")

@@ -8,7 +8,7 @@ line. Two ways to reach the host:
   runner): `powershell.exe -NoProfile -NonInteractive -ExecutionPolicy Bypass -File
   <script> -Name value ...` through ctx.runner. -ExecutionPolicy Bypass applies to
   that one process only; client Windows defaults to Restricted, which refuses -File.
-- transport "winrm": through driverpipe.guest.connect to the host, which needs the
+- transport "winrm": through driverpipe.transports.connect to the host, which needs the
   Guest to run a script given by path (see the report: requested extension).
 
 Windows PowerShell 5.1 is what every Hyper-V host has, hence powershell.exe.
@@ -25,7 +25,7 @@ from typing import Any
 from ..core.config import Section
 from ..core.errors import ConfigError, EnvironmentProblem, StepFailed
 from ..core.runner import last_meaningful_line
-from ..core.scripts import file_argv
+from ..core.scripts import file_argv, unwrap_51_arrays
 from .base import VmEvent, VmState, VmStatus
 
 SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "scripts" / "hyperv"
@@ -73,7 +73,7 @@ def parse_result(stdout: str, script: str) -> dict[str, Any]:
         text = line.strip()
         if text.startswith("{"):
             try:
-                value = json.loads(text)
+                value = unwrap_51_arrays(json.loads(text))
             except ValueError:
                 break
             if isinstance(value, dict):
@@ -120,7 +120,7 @@ class HyperVHost:
         runner = getattr(guest, "run_script_path", None)
         if runner is None:
             raise EnvironmentProblem(
-                "running Hyper-V scripts over WinRM needs Guest.run_script_path (not in driverpipe.guest.connect yet)",
+                "running Hyper-V scripts over WinRM needs Guest.run_script_path (not in driverpipe.transports.connect yet)",
                 'run the pipeline on the Hyper-V host (vm_hosts.*.transport = "local")',
             )
         value = runner(path, params, timeout=timeout)
@@ -132,7 +132,7 @@ class HyperVHost:
                 from ..transports.connect import open_guest
             except ImportError as exc:
                 raise EnvironmentProblem(
-                    "the WinRM transport (driverpipe.guest.connect) is not available", 'use transport = "local" on the Hyper-V host'
+                    "the WinRM transport (driverpipe.transports.connect) is not available", 'use transport = "local" on the Hyper-V host'
                 ) from exc
             section = Section(
                 {

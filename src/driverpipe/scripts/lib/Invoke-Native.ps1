@@ -1,5 +1,5 @@
 # Shared by guest scripts: an include line naming this file (expanded
-# by driverpipe.guest.base.load_script before the script is sent).
+# by driverpipe.core.scripts.load_script before the script is sent).
 # Runs a native program and returns its exit code (the Win32 error for sc.exe)
 # and its merged output; the text is localized, so Python parses numbers only.
 function Invoke-Native {

@@ -1,5 +1,5 @@
 # Shared by the PowerShell Direct scripts: an include line naming this file (expanded
-# by driverpipe.guest.base.load_script before the script is run on the Hyper-V host).
+# by driverpipe.core.scripts.load_script before the script is run on the Hyper-V host).
 # Opens a PSSession into a VM over VMBus. The guest password is handed over in the
 # environment of this one process (never on a command line) and removed at once.
 # A failure is thrown with the 'driverpipe-psdirect:' marker so Python can tell a
