@@ -475,9 +475,9 @@ def ensure_test_cert(ctx: Any, rotate: bool = False, *, store_based: bool | None
     """
     sign = ctx.config.project.sign
     if store_based is None:
-        from ..image.wdk import host_is_windows
+        from ..image import wdk
 
-        store_based = host_is_windows() and bool(sign.cert_store)
+        store_based = wdk.host_is_windows() and bool(sign.cert_store)
     if store_based:
         return ensure_store_cert(ctx, cer_path or (cert_dir(ctx) / f"{file_base(sign.cert_subject)}.cer"), rotate)
     return ensure_file_cert(ctx, rotate)

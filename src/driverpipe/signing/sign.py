@@ -28,7 +28,6 @@ import contextlib
 import hashlib
 import json
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -40,6 +39,7 @@ from typing import Any
 from ..core.errors import CheckFailed, ConfigError, EnvironmentProblem, StepFailed
 from ..core.files import sha256_file, write_atomic
 from ..core.runner import last_meaningful_line, which
+from ..image import wdk
 from ..image.catalog import pe_authenticode_hash, read_catalog, write_catalog
 from .certs import TestCert, ensure_test_cert, file_base
 
@@ -48,15 +48,6 @@ OSSL_INSTALL = "apt-get install osslsigncode (Debian/Ubuntu), brew install ossls
 SIGNTOOL_INSTALL = "install the Windows SDK/WDK (signtool.exe), or run from an eWDK prompt"
 INF2CAT_OS = {"amd64": "10_X64", "arm64": "10_RS3_ARM64"}  # arm64 value: (unsure) from inf2cat /? lists
 CATALOG_OS = {"amd64": "_v100_X64", "arm64": "_v100_ARM64"}  # arm64 value: (unsure)
-
-
-def host_is_windows() -> bool:
-    """Whether we run on Windows (driverpipe.wdk's switch when present, so tests can drive the Windows flow)."""
-    try:
-        from ..image import wdk
-    except ImportError:
-        return sys.platform == "win32"
-    return bool(wdk.host_is_windows())
 
 
 @dataclass
@@ -110,7 +101,7 @@ def _find_inf2cat() -> Path | None:
 
 def choose_backend(ctx: Any) -> Backend:
     wanted = ctx.config.project.sign.backend
-    windows = host_is_windows()
+    windows = wdk.host_is_windows()
     if wanted == "signtool":
         if not windows:
             raise EnvironmentProblem("sign.backend = signtool, but signtool runs only on Windows", "use --backend osslsigncode (or auto) on this host")
@@ -413,7 +404,7 @@ def verify_package(ctx: Any, pkg_dir: Path, name: str, cert: TestCert) -> list[s
     if tool is not None and sys_.is_file() and cat.is_file():
         with tempfile.TemporaryDirectory(prefix="driverpipe-verify-") as tmp:
             problems += _osslsigncode_problems(ctx, tool, _pem_file(cert_der, Path(tmp)), sys_, cat, broken)
-    if host_is_windows() and sys_.is_file() and cat.is_file():
+    if wdk.host_is_windows() and sys_.is_file() and cat.is_file():
         signtool = find_signtool()
         if signtool is not None:
             problems += _signtool_problems(ctx, signtool, sys_, cat)
