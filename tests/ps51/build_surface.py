@@ -1,8 +1,8 @@
 """Rebuild surface.json: the command surface of Windows PowerShell 5.1 and the modules the scripts use.
 
 Facts only (cmdlet -> parameters: type switch or value, aliases, parameter sets and
-whether each is mandatory there, position, pipeline input), read from the platyPS
-markdown of Microsoft's references:
+whether each is mandatory there, position, pipeline input; the built-in aliases each
+page lists), read from the platyPS markdown of Microsoft's references:
   MicrosoftDocs/PowerShell-Docs          reference/5.1/<module>/<Cmdlet>.md
   MicrosoftDocs/windows-powershell-docs  docset/winserver2022-ps/<module>/<Cmdlet>.md
 
@@ -92,6 +92,23 @@ def _syntax_sets(syntax: str) -> dict[str, dict[str, bool]]:
     return sets
 
 
+ALIAS_INTRO = re.compile(r"includes the following aliases for `([\w-]+)`:\s*\n")
+ALIAS_ITEM = re.compile(r"^\s*- `([^`\s]+)`\s*$")
+
+
+def parse_aliases(text: str) -> dict[str, str]:
+    """alias -> cmdlet, from the page's "Windows PowerShell includes the following aliases" list."""
+    found: dict[str, str] = {}
+    for intro in ALIAS_INTRO.finditer(text):
+        for line in text[intro.end() :].splitlines():
+            item = ALIAS_ITEM.match(line)
+            if item:
+                found[item.group(1)] = intro.group(1)
+            elif line.strip() or found:
+                break
+    return found
+
+
 def parse_cmdlet(text: str) -> tuple[str, dict]:
     title = re.search(r"^title:\s*(\S+)", text, re.M) or re.search(r"^# (\S+)", text, re.M)
     assert title, "no title"
@@ -133,18 +150,22 @@ def _commit(repo: Path) -> str:
 
 def build(ps_docs: Path, win_docs: Path, ps_commit: str | None = None, win_commit: str | None = None) -> dict:
     cmdlets: dict[str, dict] = {}
+    aliases: dict[str, str] = {}
     roots = [(ps_docs / "reference/5.1" / m, m) for m in CORE_MODULES] + [(win_docs / WINDOWS_DOCSET / m, m) for m in WINDOWS_MODULES]
     for folder, module in roots:
         if not folder.is_dir():
             raise SystemExit(f"missing {folder}: pass checkouts of both reference repositories")
         for md in sorted(folder.glob("*-*.md")):
-            name, facts = parse_cmdlet(md.read_text(encoding="utf-8"))
+            text = md.read_text(encoding="utf-8")
+            name, facts = parse_cmdlet(text)
             cmdlets[name] = {"module": module, **facts}
+            aliases.update(parse_aliases(text))
     return {
         "sources": {
             "MicrosoftDocs/PowerShell-Docs": {"commit": ps_commit or _commit(ps_docs), "read": "reference/5.1", "modules": CORE_MODULES},
             "MicrosoftDocs/windows-powershell-docs": {"commit": win_commit or _commit(win_docs), "read": WINDOWS_DOCSET, "modules": WINDOWS_MODULES},
         },
+        "aliases": dict(sorted(aliases.items())),
         "cmdlets": dict(sorted(cmdlets.items())),
     }
 
@@ -160,7 +181,8 @@ def main() -> None:
     data = build(args.powershell_docs, args.windows_docs, args.powershell_docs_commit, args.windows_docs_commit)
     # One cmdlet per line: small diffs when the references change.
     lines = [json.dumps(name) + ": " + json.dumps(facts, separators=(",", ":")) for name, facts in data["cmdlets"].items()]
-    text = '{"sources": ' + json.dumps(data["sources"]) + ',\n"cmdlets": {\n' + ",\n".join(lines) + "\n}}\n"
+    text = '{"sources": ' + json.dumps(data["sources"]) + ',\n"aliases": ' + json.dumps(data["aliases"])
+    text += ',\n"cmdlets": {\n' + ",\n".join(lines) + "\n}}\n"
     args.out.write_text(text, encoding="utf-8")
     print(f"{args.out}: {len(data['cmdlets'])} cmdlets")
 

@@ -2,7 +2,7 @@
 
 Each finding is `file:line: rule: message`. Rules:
   unknown-command     not a 5.1 cmdlet, a named module's cmdlet or a function the script defines
-  alias               a command alias (5.1 has them, but full names read the same everywhere)
+  alias               a built-in alias (listed by the references): full names read the same everywhere
   unknown-parameter   not a parameter, alias or common parameter of the cmdlet (7-only ones land here)
   ambiguous-parameter a prefix that matches several parameters
   switch-value        a switch followed by $true/$false without ':' (binds positionally, not to the switch)
@@ -29,34 +29,21 @@ COMMON = {
 }  # fmt: skip
 COMMON_SWITCHES = {"verbose", "debug", "whatif", "confirm"}
 
-# Windows PowerShell 5.1's built-in aliases of the cmdlets scripts reach for (about_Aliases, Get-Alias).
-ALIASES = {
-    "%": "ForEach-Object", "foreach": "ForEach-Object", "?": "Where-Object", "where": "Where-Object",
-    "select": "Select-Object", "sort": "Sort-Object", "group": "Group-Object", "measure": "Measure-Object",
-    "ft": "Format-Table", "fl": "Format-List", "fw": "Format-Wide", "gci": "Get-ChildItem", "ls": "Get-ChildItem",
-    "dir": "Get-ChildItem", "gi": "Get-Item", "gp": "Get-ItemProperty", "sp": "Set-ItemProperty",
-    "ni": "New-Item", "ri": "Remove-Item", "rm": "Remove-Item", "del": "Remove-Item", "erase": "Remove-Item",
-    "rd": "Remove-Item", "rmdir": "Remove-Item", "cp": "Copy-Item", "copy": "Copy-Item", "cpi": "Copy-Item",
-    "mv": "Move-Item", "move": "Move-Item", "mi": "Move-Item", "ren": "Rename-Item", "rni": "Rename-Item",
-    "cat": "Get-Content", "gc": "Get-Content", "type": "Get-Content", "sc": "Set-Content", "ac": "Add-Content",
-    "echo": "Write-Output", "write": "Write-Output", "iex": "Invoke-Expression", "iwr": "Invoke-WebRequest",
-    "irm": "Invoke-RestMethod", "curl": "Invoke-WebRequest", "wget": "Invoke-WebRequest", "icm": "Invoke-Command",
-    "sleep": "Start-Sleep", "gsv": "Get-Service", "sasv": "Start-Service", "spsv": "Stop-Service",
-    "gps": "Get-Process", "ps": "Get-Process", "kill": "Stop-Process", "spps": "Stop-Process",
-    "saps": "Start-Process", "start": "Start-Process", "gcm": "Get-Command", "gm": "Get-Member",
-    "cd": "Set-Location", "chdir": "Set-Location", "sl": "Set-Location", "pwd": "Get-Location", "gl": "Get-Location",
-    "pushd": "Push-Location", "popd": "Pop-Location", "cls": "Clear-Host", "clear": "Clear-Host",
-    "gwmi": "Get-WmiObject", "gcim": "Get-CimInstance", "ipmo": "Import-Module", "gmo": "Get-Module",
-    "nsn": "New-PSSession", "rsn": "Remove-PSSession", "gjb": "Get-Job", "rcjb": "Receive-Job",
-    "rjb": "Remove-Job", "spjb": "Stop-Job", "wjb": "Wait-Job", "sajb": "Start-Job", "gv": "Get-Variable",
-    "sv": "Set-Variable", "set": "Set-Variable", "ii": "Invoke-Item", "rvpa": "Resolve-Path", "h": "Get-History",
-}  # fmt: skip
+
+@cache
+def _data() -> dict:
+    return json.loads(SURFACE.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
 
 
 @cache
 def surface() -> dict[str, dict]:
-    data = json.loads(SURFACE.read_text(encoding="utf-8"))
-    return {name.lower(): facts for name, facts in data["cmdlets"].items()}
+    return {name.lower(): facts for name, facts in _data()["cmdlets"].items()}
+
+
+@cache
+def aliases() -> dict[str, str]:
+    """Windows PowerShell 5.1's built-in command aliases, as the references list them."""
+    return {alias.lower(): cmdlet for alias, cmdlet in _data()["aliases"].items()}
 
 
 @cache
@@ -126,8 +113,8 @@ def _check_command(node, functions: set[str], report) -> None:  # type: ignore[n
     low = command.lower()
     if low in functions:
         return
-    if low in ALIASES:
-        report(node, "alias", f"{command} is an alias of {ALIASES[low]}: use the full name")
+    if low in aliases():
+        report(node, "alias", f"{command} is an alias of {aliases()[low]}: use the full name")
         return
     if low.endswith((".exe", ".com", ".cmd", ".bat")):
         report(node, "native-direct", f"{command} is a native command: call it through Invoke-Native (exit code, stderr, OEM output)")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from driverpipe.core.scripts import load_script
-from ps51.build_surface import parse_cmdlet
+from ps51.build_surface import parse_aliases, parse_cmdlet
 from ps51.check import SURFACE, check_text, surface
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,6 +37,7 @@ def test_the_surface_names_its_sources_and_covers_the_modules_used() -> None:
         assert cmdlet.lower() in surface()
     assert "Test-Json".lower() not in surface()  # PowerShell 6.1+
     assert "AsHashtable" not in surface()["convertfrom-json"]["params"]  # PowerShell 6+
+    assert data["aliases"]["gci"] == "Get-ChildItem" and data["aliases"]["%"] == "ForEach-Object"
 
 
 PLANTED = [
@@ -147,6 +148,13 @@ Position: Named
 Accept pipeline input: False
 ```
 """
+
+
+def test_the_builder_reads_a_pages_alias_list() -> None:
+    page = "Windows PowerShell includes the following aliases for `Start-Sleep`:\n\n- `sleep`\n\n- `Ctrl+C` breaks out.\n"
+    assert parse_aliases(page) == {"sleep": "Start-Sleep"}
+    page = "includes the following aliases for `ForEach-Object`:\n\n  - `%`\n  - `foreach`\n\nThe cmdlet...\n"
+    assert parse_aliases(page) == {"%": "ForEach-Object", "foreach": "ForEach-Object"}
 
 
 def test_the_builder_reads_sets_mandatory_positions_and_switches_from_a_reference_page() -> None:
