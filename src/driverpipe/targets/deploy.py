@@ -125,50 +125,24 @@ def _open_guest(ctx: RunContext, target: Any) -> Any:
 
 def run(ctx: RunContext, *, target: str | None, verify: bool = True) -> int:
     """`invoke deploy`: 0 when the driver is loaded, smoke-tested and (with verify) its DbgPrint lines checked."""
-    from ..core.locks import held, target_lock
-    from .leases import lease_for
+    from .leases import held_guest
 
     section = ctx.config.target(target)
     pkg = _signed_package(ctx)
-    with held(target_lock(ctx, section), ctx):
-        guest = _open_guest(ctx, section)
-        lease = lease_for(ctx, section, guest)
-        try:
-            if lease is not None:
-                lease.acquire(float(ctx.config.project.deploy.lock_wait), ctx.step)
-            code = deploy_to(ctx, guest, pkg, section, verify=verify, renew=lease.renew if lease is not None else None)
-            if code == 0 and not ctx.dry:
-                ops_for(guest).deployed()
-            return code
-        finally:
-            if lease is not None:
-                lease.release()
-            try:
-                guest.close()
-            except Exception:  # closing a dead connection must not mask the real outcome
-                pass
+    with held_guest(ctx, section, _open_guest) as (guest, lease):
+        code = deploy_to(ctx, guest, pkg, section, verify=verify, renew=lease.renew if lease is not None else None)
+        if code == 0 and not ctx.dry:
+            ops_for(guest).deployed()
+        return code
 
 
 def unload(ctx: RunContext, *, target: str | None, delete: bool = False) -> None:
     """`invoke unload`: sc stop, wait STOPPED, device path gone, optionally sc delete."""
-    from ..core.locks import held, target_lock
-    from .leases import lease_for
+    from .leases import held_guest
 
     section = ctx.config.target(target)
-    with held(target_lock(ctx, section), ctx):
-        guest = _open_guest(ctx, section)
-        lease = lease_for(ctx, section, guest)
-        try:
-            if lease is not None:
-                lease.acquire(float(ctx.config.project.deploy.lock_wait), ctx.step)
-            _unload_on(ctx, section, guest, delete)
-        finally:
-            if lease is not None:
-                lease.release()
-            try:
-                guest.close()
-            except Exception:  # closing a dead connection must not mask the real outcome
-                pass
+    with held_guest(ctx, section, _open_guest) as (guest, _lease):
+        _unload_on(ctx, section, guest, delete)
 
 
 def _unload_on(ctx: RunContext, section: Any, guest: Any, delete: bool) -> None:

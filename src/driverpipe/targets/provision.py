@@ -340,24 +340,11 @@ def run(ctx: RunContext, *, target: str | None) -> int:
             f"set targets.{section.name}.test_machine = true (only for a disposable test VM)",
         )
     cert_file = test_cert(ctx)
-    from ..core.locks import held, target_lock
-    from .leases import lease_for
-    from .open import open_target as open_guest
+    from .leases import held_guest
+    from .open import open_target
 
-    with held(target_lock(ctx, section), ctx):
-        guest = open_guest(ctx, section)
-        lease = lease_for(ctx, section, guest)
-        try:
-            if lease is not None:
-                lease.acquire(float(ctx.config.project.deploy.lock_wait), ctx.step)
-            out = provision_guest(ctx, guest, section, cert_file=cert_file)
-        finally:
-            if lease is not None:
-                lease.release()
-            try:
-                guest.close()
-            except Exception:  # closing a dead connection must not hide the outcome
-                pass
+    with held_guest(ctx, section, open_target) as (guest, _lease):
+        out = provision_guest(ctx, guest, section, cert_file=cert_file)
     for note in out.notes:
         ctx.say(f"note: {note}")
     if ctx.dry:
