@@ -20,6 +20,8 @@ import json
 from functools import cache
 from pathlib import Path
 
+from driverpipe.parse.psgrammar import ps_parser
+
 SURFACE = Path(__file__).with_name("surface.json")
 
 COMMON = {
@@ -44,14 +46,6 @@ def surface() -> dict[str, dict]:
 def aliases() -> dict[str, str]:
     """Windows PowerShell 5.1's built-in command aliases, as the references list them."""
     return {alias.lower(): cmdlet for alias, cmdlet in _data()["aliases"].items()}
-
-
-@cache
-def _parser():  # type: ignore[no-untyped-def]
-    import tree_sitter as ts
-    import tree_sitter_powershell as tsp
-
-    return ts.Parser(ts.Language(tsp.language()))
 
 
 def _walk(node):  # type: ignore[no-untyped-def]
@@ -82,7 +76,7 @@ def _resolve(facts: dict, given: str) -> tuple[str | None, str | None]:
 
 def check_text(name: str, text: str) -> list[str]:
     source = text.encode("utf-8")
-    tree = _parser().parse(source)
+    tree = ps_parser().parse(source)
     found: list[str] = []
     nodes = list(_walk(tree.root_node))
     functions = set()

@@ -8,6 +8,7 @@ grammar is a test extra, not a runtime dependency.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 
@@ -18,7 +19,9 @@ class ScriptInfo:
     params: dict[str, bool]  # declared parameter name -> mandatory
 
 
-def _parser():  # type: ignore[no-untyped-def]
+@cache
+def ps_parser():  # type: ignore[no-untyped-def]
+    """A tree-sitter parser for PowerShell (one per process: building the language is not free)."""
     import tree_sitter as ts
     import tree_sitter_powershell as tsp
 
@@ -29,7 +32,7 @@ def parse_script(path: Path) -> ScriptInfo:
     source = path.read_bytes()
     if source.startswith(b"\xef\xbb\xbf"):
         source = source[3:]
-    tree = _parser().parse(source)
+    tree = ps_parser().parse(source)
     errors: list[tuple[int, int]] = []
     params: dict[str, bool] = {}
 
