@@ -13,9 +13,15 @@ from driverpipe.transports.base import GuestScriptError
 from .guest import AUTOLOGON_KEY, DEBUG_FILTER_KEY, ConnectionDropped, FakeWindows, handler
 
 
-def _native(rc_out: tuple[int, str]) -> dict[str, Any]:
+def native_result(m: FakeWindows, rc_out: tuple[int, str]) -> dict[str, Any]:
+    """What Invoke-Native returns: the exit code, the tool's bytes in the machine's OEM code page
+    (labels in its display language), and the text as PowerShell decoded it."""
     rc, out = rc_out
-    return {"rc": rc, "output": out.rstrip("\r\n")}
+    for english, local in m.native_labels.items():
+        out = out.replace(english, local)
+    raw = out.encode(f"cp{m.oem_code_page}", "replace")
+    shown = raw.decode(m.powershell_decodes_as or f"cp{m.oem_code_page}", "replace")
+    return {"rc": rc, "output": shown.rstrip("\r\n"), "outputB64": base64.b64encode(raw).decode(), "codePage": m.oem_code_page}
 
 
 def _join(directory: str, name: str) -> str:
@@ -23,7 +29,8 @@ def _join(directory: str, name: str) -> str:
 
 
 def _state_number(text: str) -> int:
-    m = re.search(r"STATE\s*:\s*(\d+)", text)
+    # Get-StateNumber.ps1: the number before an (unlocalized) state word, whatever the label.
+    m = re.search(r":\s*(\d+)\s+(STOPPED|START_PENDING|STOP_PENDING|RUNNING|CONTINUE_PENDING|PAUSE_PENDING|PAUSED)\b", text, re.IGNORECASE)
     return int(m.group(1)) if m else 0
 
 
@@ -49,15 +56,15 @@ def get_guest_state(m: FakeWindows, p: dict[str, Any]) -> dict[str, Any]:
         "secure_boot_detail": "" if m.elevated else "Access was denied.",
         "hvci_running": m.hvci,
         "hvci_configured": m.hvci,
-        "bcdedit": _native(m.bcdedit_enum_current()) if m.elevated else {"rc": 1, "output": "Access is denied."},
+        "bcdedit": native_result(m, m.bcdedit_enum_current()) if m.elevated else {"rc": 1, "output": "Access is denied."},
         "start_options": m.system_start_options,
         "debug_filter": m.reg_get(DEBUG_FILTER_KEY, "DEFAULT"),
         "cert_root": bool(thumb) and thumb in m.cert_stores["Root"],
         "cert_trusted_publisher": bool(thumb) and thumb in m.cert_stores["TrustedPublisher"],
         "files": files,
         "debugview_present": (p["DebugViewPath"] in m.files) if p.get("DebugViewPath") else None,
-        "sc_qc": _native(m.sc("qc", svc)),
-        "sc_query": _native(m.sc("query", svc)),
+        "sc_qc": native_result(m, m.sc("qc", svc)),
+        "sc_query": native_result(m, m.sc("query", svc)),
         "boot_time": m.boot_time,
         "pending_reboot": False,
     }
@@ -71,7 +78,7 @@ def set_guest_prepared(m: FakeWindows, p: dict[str, Any]) -> dict[str, Any]:
     reboot = False
     bcd = None
     if p.get("EnableTestSigning"):
-        bcd = _native(m.bcdedit_set("testsigning", "on"))
+        bcd = native_result(m, m.bcdedit_set("testsigning", "on"))
         if bcd["rc"] == 0:
             changed.append("testsigning")
             reboot = True
@@ -104,17 +111,17 @@ def invoke_driver_load(m: FakeWindows, p: dict[str, Any]) -> dict[str, Any]:
     if result["error"]:
         return result
     ops: list[dict[str, Any]] = result["ops"]
-    query = _native(m.sc("query", svc))
+    query = native_result(m, m.sc("query", svc))
     ops.append({"op": "query", **query})
     exists = query["rc"] != 1060
     state = _state_number(query["output"])
     if exists and state not in (0, 1):
-        stop = _native(m.sc("stop", svc))
+        stop = native_result(m, m.sc("stop", svc))
         ops.append({"op": "stop", **stop})
         if stop["rc"] not in (0, 1061, 1062):  # a refusal (1052): the script does not wait for STOPPED
             result["error"], result["stop_code"] = "stop_refused", stop["rc"]
             return result
-        q = _native(m.sc("query", svc))
+        q = native_result(m, m.sc("query", svc))
         ops.append({"op": "wait_stopped", **q})
         if q["rc"] == 1060:
             exists = False
@@ -122,17 +129,17 @@ def invoke_driver_load(m: FakeWindows, p: dict[str, Any]) -> dict[str, Any]:
             result["error"] = "stop_timeout"
             return result
     verb = ["config"] if exists else ["create"]
-    setup = _native(m.sc(*verb, svc, "type=", "kernel", "start=", "demand", "binPath=", image))
+    setup = native_result(m, m.sc(*verb, svc, "type=", "kernel", "start=", "demand", "binPath=", image))
     ops.append({"op": verb[0], **setup})
     if setup["rc"] != 0:
         return result
     try:
-        start = _native(m.sc("start", svc))
+        start = native_result(m, m.sc("start", svc))
     except ConnectionDropped:
         raise
     ops.append({"op": "start", **start})
     result["start_rc"] = start["rc"]
-    result["final_query"] = _native(m.sc("query", svc))
+    result["final_query"] = native_result(m, m.sc("query", svc))
     result["ok"] = start["rc"] == 0
     return result
 
@@ -140,9 +147,9 @@ def invoke_driver_load(m: FakeWindows, p: dict[str, Any]) -> dict[str, Any]:
 @handler("Invoke-DriverUnload.ps1")
 def invoke_driver_unload(m: FakeWindows, p: dict[str, Any]) -> dict[str, Any]:
     svc = p["ServiceName"]
-    stop = _native(m.sc("stop", svc))
-    q = _native(m.sc("query", svc)) if stop["rc"] == 0 else stop
-    dele = _native(m.sc("delete", svc)) if p.get("Delete") else None
+    stop = native_result(m, m.sc("stop", svc))
+    q = native_result(m, m.sc("query", svc)) if stop["rc"] == 0 else stop
+    dele = native_result(m, m.sc("delete", svc)) if p.get("Delete") else None
     return {"stop": stop, "final_query": q, "device_open_error": m.device_io(p["DevicePath"])["open_error"], "delete": dele}
 
 

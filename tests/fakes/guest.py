@@ -151,6 +151,9 @@ class FakeWindows:
     ready_lag: int = 1  # readiness checks failing after the new boot
     ioctl_error: int = 1  # Win32 error of DeviceIoControl on the device (1 = ERROR_INVALID_FUNCTION)
     read_error: int = 1  # Win32 error of ReadFile on the device
+    oem_code_page: int = 437  # what native tools' redirected output is encoded in
+    native_labels: dict[str, str] = field(default_factory=dict)  # English label -> this display language's (sc.exe, bcdedit)
+    powershell_decodes_as: str | None = None  # a codec other than the OEM one: PowerShell's own `output` is mojibake
     # state
     boot_time: int = FILETIME_2026
     boot_count: int = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .deploy_handlers import native_result
 from .guest import FakeWindows, handler
 
 
@@ -22,9 +23,10 @@ def set_driver_verifier(machine: FakeWindows, params: dict[str, Any]) -> dict[st
     reboot = "The system reboot is required for the changes to take effect."
     if params.get("Reset"):
         machine.registry.pop("verifier", None)
-        return {"rc": 2, "output": reboot, "settings": "Special pool: Disabled\r\n\r\nVerified drivers:\r\n\r\nNone\r\n", "reboot_required": True}
+        settings = native_result(machine, (0, "Special pool: Disabled\r\n\r\nVerified drivers:\r\n\r\nNone\r\n"))
+        return {"rc": 2, "output": reboot, "settings": settings, "reboot_required": True}
     driver = str(params["Driver"])
     machine.reg_set(r"HKLM\SYSTEM\CurrentControlSet\Control\Session Manager\Memory Management", "VerifyDrivers", driver)
     # verifier /querysettings' layout (tests/corpus/verifier): one option per line, then the driver list.
     settings = f"Special pool: Enabled\r\nPool tracking: Enabled\r\nForce IRQL checking: Enabled\r\n\r\nVerified drivers:\r\n\r\n{driver}\r\n"
-    return {"rc": 2, "output": reboot, "settings": settings, "reboot_required": True}
+    return {"rc": 2, "output": reboot, "settings": native_result(machine, (0, settings)), "reboot_required": True}

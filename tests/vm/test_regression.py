@@ -13,6 +13,7 @@ import pytest
 
 from driverpipe.checks.regress import UnwindLeak, build_manifest_features, not_applicable, probe_guest
 from driverpipe.core.errors import CheckFailed
+from driverpipe.parse.text import native_text
 from driverpipe.parse.tools import parse_verifier
 from driverpipe.targets import deploy, operations, reboot, state
 
@@ -113,7 +114,7 @@ def test_driver_verifier(regress: Any, package: Any, capture: Any) -> None:
     timeout = float(regress.ctx.config.project.deploy.reboot_timeout)
     _unload(regress, capture, "before Driver Verifier")
     result = regress.guest.run_script("Set-DriverVerifier.ps1", {"Driver": sys_name})
-    settings = parse_verifier(str((result or {}).get("settings") or ""))
+    settings = parse_verifier(native_text((result or {}).get("settings")))
     if result is not None and not settings.verifies(sys_name):
         raise CheckFailed(f"Driver Verifier is not set for {sys_name}: verifier /querysettings lists {', '.join(settings.drivers) or 'no driver'}")
     reboot.reboot_and_wait(regress.ctx, regress.guest, timeout)

@@ -16,6 +16,7 @@ from typing import Any
 from ..core.context import RunContext
 from ..core.errors import ConfigError, PipelineError
 from ..parse.bcdedit import start_options_testsigning, testsigning_enabled
+from ..parse.text import native_text
 from ..parse.winparse import diagnose_sc_error, parse_sc_output, sc_code
 from ..transports.base import GuestScriptError
 from .guestops import GuestOps
@@ -62,15 +63,15 @@ def _ps_read_state(guest: Any, ctx: RunContext, *, pkg: PackageLike | None = Non
 
 def parse_guest_state(raw: dict[str, Any]) -> GuestState:
     bcd = raw.get("bcdedit") or {}
-    configured = testsigning_enabled(str(bcd.get("output") or "")) if bcd.get("rc") == 0 else None
+    configured = testsigning_enabled(native_text(bcd)) if bcd.get("rc") == 0 else None
     active = start_options_testsigning(raw.get("start_options"))
     if configured is None and active:
         configured = True
     qc = raw.get("sc_qc") or {}
     query = raw.get("sc_query") or {}
-    q = parse_sc_output(str(query.get("output") or ""))
-    c = parse_sc_output(str(qc.get("output") or ""))
-    exists = sc_code(query.get("rc"), str(query.get("output") or "")) != 1060 and (q.state is not None or c.binary_path is not None)
+    q = parse_sc_output(native_text(query))
+    c = parse_sc_output(native_text(qc))
+    exists = sc_code(query.get("rc"), native_text(query)) != 1060 and (q.state is not None or c.binary_path is not None)
     service = ServiceInfo(
         exists=exists,
         state=q.state,
@@ -176,7 +177,7 @@ def _ps_load_driver(ctx: RunContext, guest: Any, pkg: PackageLike, capture: Any,
     load = results[n_capture] if results and len(results) > n_capture else None
     if not isinstance(load, dict):
         return LoadResult(ok=True, start_code=None, dry=True)
-    ops = [ScOp(str(o.get("op")), int(o.get("rc") or 0), str(o.get("output") or "")) for o in (load.get("ops") or [])]
+    ops = [ScOp(str(o.get("op")), int(o.get("rc") or 0), native_text(o)) for o in (load.get("ops") or [])]
     result = LoadResult(ok=bool(load.get("ok")), start_code=None, ops=ops, error=str(load.get("error") or ""), capture_error=capture_error)
     if want_smoke and len(results) > n_capture + 1 and isinstance(results[n_capture + 1], dict):
         s = results[n_capture + 1]
@@ -211,7 +212,7 @@ def _ps_load_driver(ctx: RunContext, guest: Any, pkg: PackageLike, capture: Any,
         return result
     result.start_code = start.code
     final = load.get("final_query") or {}
-    final_state = parse_sc_output(str(final.get("output") or "")).state
+    final_state = parse_sc_output(native_text(final)).state
     result.driver_loaded = final_state == 4 or (final_state is None and start.code == 0)
     if start.code == 0:
         result.ok = True
@@ -244,9 +245,9 @@ def _ps_unload_driver(ctx: RunContext, guest: Any, delete: bool = False) -> Unlo
     if not isinstance(raw, dict):
         return UnloadResult(stopped=True, stop_code=0, device_gone=True, device_open_error=None, dry=True)
     stop = raw.get("stop") or {}
-    stop_code = sc_code(stop.get("rc"), str(stop.get("output") or ""))
+    stop_code = sc_code(stop.get("rc"), native_text(stop))
     final = raw.get("final_query") or {}
-    final_parsed = parse_sc_output(str(final.get("output") or ""))
+    final_parsed = parse_sc_output(native_text(final))
     not_installed = stop_code == 1060
     stopped = not_installed or final_parsed.state == 1 or stop_code == 1062
     open_error = raw.get("device_open_error")
@@ -255,7 +256,7 @@ def _ps_unload_driver(ctx: RunContext, guest: Any, delete: bool = False) -> Unlo
     result = UnloadResult(stopped=stopped, stop_code=stop_code, device_gone=gone, device_open_error=open_error)
     if delete and isinstance(raw.get("delete"), dict):
         d = raw["delete"]
-        result.delete_code = sc_code(d.get("rc"), str(d.get("output") or ""))
+        result.delete_code = sc_code(d.get("rc"), native_text(d))
         result.deleted = result.delete_code in (0, 1060)
     messages = []
     if not stopped:

@@ -36,6 +36,7 @@ from typing import Any
 from ..core.context import RunContext
 from ..core.errors import CheckFailed, ConfigError, EnvironmentProblem, PipelineError, StepFailed
 from ..core.files import write_atomic
+from ..parse.text import native_text
 
 DEBUG_FILTER_WANTED = 0xF
 CRASH_DUMP = "automatic"  # CrashDumpEnabled=7: kernel-dump content, Windows sizes the page file so the dump fits
@@ -270,7 +271,7 @@ def provision_guest(
     if isinstance(prepared, dict):
         bcd = prepared.get("bcdedit") or {}
         if prep.get("EnableTestSigning") and bcd and int(bcd.get("rc") or 0) != 0:
-            text = str(bcd.get("output") or "").strip().splitlines()
+            text = native_text(bcd).strip().splitlines()
             raise StepFailed(
                 f"{name}: bcdedit /set testsigning on failed (exit {bcd.get('rc')}): {text[-1] if text else 'no output'}",
                 _blocker_fix(ctx, section),

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..core.errors import CheckFailed, ConfigError, PipelineError
 from ..parse.bcdedit import parse_bcdedit_set
+from ..parse.text import native_text
 from ..parse.winparse import normalize_image_path
 from .operations import load_driver, ops_for, read_guest_state, unload_driver
 from .reboot import reboot_and_wait
@@ -122,7 +123,7 @@ def step_prepare(d: Deployment) -> None:
         return
     bcd = result.get("bcdedit") or {}
     if params.get("EnableTestSigning") and bcd and int(bcd.get("rc") or 0) != 0:
-        outcome = parse_bcdedit_set(int(bcd.get("rc") or 0), str(bcd.get("output") or ""))
+        outcome = parse_bcdedit_set(int(bcd.get("rc") or 0), native_text(bcd))
         why = {"secure-boot": "the value is protected by Secure Boot policy", "access-denied": "access denied (not elevated)"}.get(outcome.outcome, "")
         fix = (
             _secure_boot_fix(d)

@@ -32,13 +32,13 @@ if ($ExpectedSha256) {
 
 if (-not $result.error) {
     $query = Invoke-Native 'sc.exe' @('query', $ServiceName)
-    $ops += [pscustomobject]@{ op = 'query'; rc = $query.rc; output = $query.output }
+    $ops += ($query | Add-Member -NotePropertyName op -NotePropertyValue 'query' -PassThru)
     $exists = ($query.rc -ne 1060)
     $state = Get-StateNumber $query.output
 
     if ($exists -and ($state -ne 1) -and ($state -ne 0)) {
         $stop = Invoke-Native 'sc.exe' @('stop', $ServiceName)
-        $ops += [pscustomobject]@{ op = 'stop'; rc = $stop.rc; output = $stop.output }
+        $ops += ($stop | Add-Member -NotePropertyName op -NotePropertyValue 'stop' -PassThru)
         # 0: stopping; 1061: already stopping (cannot accept the control now); 1062: not running.
         # Anything else (1052: no unload routine) is a refusal: waiting for STOPPED would only time out.
         if (@(0, 1061, 1062) -notcontains $stop.rc) {
@@ -47,7 +47,7 @@ if (-not $result.error) {
         } else {
             $q = Wait-ServiceStopped $ServiceName $StopTimeoutSeconds
             $state = Get-StateNumber $q.output
-            $ops += [pscustomobject]@{ op = 'wait_stopped'; rc = $q.rc; output = $q.output }
+            $ops += ($q | Add-Member -NotePropertyName op -NotePropertyValue 'wait_stopped' -PassThru)
             if (($state -ne 1) -and ($q.rc -ne 1060)) { $result.error = 'stop_timeout' }
             if ($q.rc -eq 1060) { $exists = $false }
         }
@@ -56,16 +56,16 @@ if (-not $result.error) {
     if (-not $result.error) {
         if ($exists) {
             $cfg = Invoke-Native 'sc.exe' @('config', $ServiceName, 'type=', 'kernel', 'start=', 'demand', 'binPath=', $BinaryPath)
-            $ops += [pscustomobject]@{ op = 'config'; rc = $cfg.rc; output = $cfg.output }
+            $ops += ($cfg | Add-Member -NotePropertyName op -NotePropertyValue 'config' -PassThru)
             $setupRc = $cfg.rc
         } else {
             $create = Invoke-Native 'sc.exe' @('create', $ServiceName, 'type=', 'kernel', 'start=', 'demand', 'binPath=', $BinaryPath)
-            $ops += [pscustomobject]@{ op = 'create'; rc = $create.rc; output = $create.output }
+            $ops += ($create | Add-Member -NotePropertyName op -NotePropertyValue 'create' -PassThru)
             $setupRc = $create.rc
         }
         if ($setupRc -eq 0) {
             $start = Invoke-Native 'sc.exe' @('start', $ServiceName)
-            $ops += [pscustomobject]@{ op = 'start'; rc = $start.rc; output = $start.output }
+            $ops += ($start | Add-Member -NotePropertyName op -NotePropertyValue 'start' -PassThru)
             $result.start_rc = $start.rc
             $final = Invoke-Native 'sc.exe' @('query', $ServiceName)
             $result.final_query = $final

@@ -17,8 +17,8 @@ if ($Reset) {
 }
 $rc = $run.rc
 $out = $run.output
-# What will be active after the reboot, as verifier prints it (parsed by driverpipe.winparse.parse_verifier).
-$settings = (Invoke-Native 'verifier.exe' @('/querysettings')).output
+# What will be active after the reboot: the whole Invoke-Native result (raw bytes and code page); Python decodes and parses it.
+$settings = Invoke-Native 'verifier.exe' @('/querysettings')
 [pscustomobject]@{
     rc              = $rc
     output          = $out
