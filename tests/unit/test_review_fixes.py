@@ -70,6 +70,7 @@ def test_a_failed_pool_open_deletes_the_shell(monkeypatch: pytest.MonkeyPatch) -
                     return b""
 
             self.transport = Transport()
+            self.max_envelope_size = 153600
 
         def update_max_payload_size(self) -> None: ...
 

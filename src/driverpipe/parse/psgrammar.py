@@ -7,7 +7,7 @@ grammar is a test extra, not a runtime dependency.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
@@ -17,6 +17,7 @@ class ScriptInfo:
     path: Path
     errors: list[tuple[int, int]]  # (line, column) of ERROR / MISSING nodes, 1-based
     params: dict[str, bool]  # declared parameter name -> mandatory
+    types: dict[str, str] = field(default_factory=dict)  # declared parameter name -> its type, lower case ("string[]", "int64"); "" when untyped
 
 
 @cache
@@ -35,6 +36,7 @@ def parse_script(path: Path) -> ScriptInfo:
     tree = ps_parser().parse(source)
     errors: list[tuple[int, int]] = []
     params: dict[str, bool] = {}
+    types: dict[str, str] = {}
 
     def walk(node, in_top_param_block: bool) -> None:  # type: ignore[no-untyped-def]
         if node.type == "ERROR" or node.is_missing:
@@ -42,14 +44,20 @@ def parse_script(path: Path) -> ScriptInfo:
         if node.type == "script_parameter" and in_top_param_block:
             name = ""
             mandatory = False
+            declared_type = ""
             for child in node.children:
                 if child.type == "variable":
                     name = source[child.start_byte + 1 : child.end_byte].decode()
                 elif child.type == "attribute_list":
                     text = source[child.start_byte : child.end_byte].decode().lower()
                     mandatory = "mandatory" in text and "mandatory=$false" not in text.replace(" ", "")
+                    for attribute in child.children:
+                        literal = next((c for c in attribute.children if c.type == "type_literal"), None)
+                        if literal is not None:
+                            declared_type = source[literal.start_byte + 1 : literal.end_byte - 1].decode().strip().lower()
             if name:
                 params[name] = mandatory
+                types[name] = declared_type
         for child in node.children:
             # Only the script's own param() block, not those of nested functions/script blocks.
             top = in_top_param_block or (node.type == "program" and child.type == "param_block")
@@ -58,7 +66,7 @@ def parse_script(path: Path) -> ScriptInfo:
             walk(child, top and node.type not in ("function_statement", "script_block_expression"))
 
     walk(tree.root_node, False)
-    return ScriptInfo(path=path, errors=errors, params=params)
+    return ScriptInfo(path=path, errors=errors, params=params, types=types)
 
 
 def check_bound_params(path: Path, bound: dict[str, object]) -> list[str]:

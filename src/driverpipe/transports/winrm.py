@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import ConfigError, EnvironmentProblem
+from ..core.errors import ConfigError, EnvironmentProblem, StepFailed
 from ..core.scripts import load_script, script_path
 from .base import BatchMixin, GuestScriptError, PushResult
 from .errors import Endpoint, GuestTimeout, translate_winrm
@@ -144,10 +144,12 @@ class WinRMGuest(BatchMixin):
         try:
             wsman = WSMan(**self._kwargs)
             bound_receive_retries(wsman)
+            listener_size: int | None = None
             try:
                 # Bigger envelopes -> bigger file chunks. Reading the config may be refused to
                 # non-admins; the default (150 KiB) still works, so only connection errors matter here.
                 wsman.update_max_payload_size()
+                listener_size = int(wsman.max_envelope_size)
             except Exception as exc:
                 if not _is_fault(exc):
                     raise
@@ -157,6 +159,12 @@ class WinRMGuest(BatchMixin):
             except Exception:
                 _quiet_close(pool)  # the shell may exist on the guest already: delete it, best effort
                 raise
+            if listener_size is not None and wsman.max_envelope_size != listener_size:
+                # pypsrp assumes 500 KiB once the server speaks PSRP 2.2+ and the size is still
+                # 150 KiB, even when 150 KiB is what the listener said: every larger request would
+                # then exceed its MaxEnvelopeSizekb. The listener's own figure wins.
+                wsman.update_max_payload_size(listener_size)
+                pool._fragmenter.max_size = wsman.max_payload_size
         except ImportError as exc:
             if wsman is not None:
                 _quiet_close(wsman)
@@ -194,10 +202,6 @@ class WinRMGuest(BatchMixin):
 
     def run_script_path(self, path: Path, params: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
         """Run any .ps1 by path (e.g. scripts/hyperv/ on a Hyper-V host); run_script is this for shipped guest scripts."""
-        script = path.name
-        from pypsrp.complex_objects import PSInvocationState
-        from pypsrp.powershell import PowerShell
-
         if self._pool is None or self._stale:
             # A script cut short (Ctrl-C, a stop that failed) may still run in the pool's only runspace:
             # the next one would queue behind it until script_timeout. Start from a fresh pool.
@@ -205,6 +209,33 @@ class WinRMGuest(BatchMixin):
                 self.close()
             self._stale = False
             self.connect()
+        try:
+            return self._invoke(path, params, timeout)
+        except _ShellGone as gone:
+            if gone.started:
+                self._stale = True
+                raise StepFailed(
+                    f"{path.name}: {self.name} closed our WinRM shell while the script ran (WinRM service restarted, or the shell was reclaimed)",
+                    "the script may have run in part; run the task again (the next call opens a new shell)",
+                ) from None
+        # The shell vanished before the script started (a WinRM restart, an idle timeout):
+        # nothing ran, so sending it once more on a new shell is safe.
+        self.close()
+        self.connect()
+        try:
+            return self._invoke(path, params, timeout)
+        except _ShellGone:
+            self._stale = True
+            raise StepFailed(
+                f"{path.name}: {self.name} closed a new WinRM shell at once",
+                "check the guest's WinRM service (quotas: winrm get winrm/config/winrs) and its event log",
+            ) from None
+
+    def _invoke(self, path: Path, params: dict[str, Any] | None, timeout: float | None) -> Any:
+        script = path.name
+        from pypsrp.complex_objects import PSInvocationState
+        from pypsrp.powershell import PowerShell
+
         limit = float(timeout or self.script_timeout)
         self.round_trips += 1
         ps = PowerShell(self._pool)
@@ -213,7 +244,12 @@ class WinRMGuest(BatchMixin):
         if params:
             ps.add_parameters({name: psrp_value(value) for name, value in params.items()})
         try:
-            ps.begin_invoke()
+            try:
+                ps.begin_invoke()
+            except Exception as exc:
+                if _shell_gone(exc):
+                    raise _ShellGone(started=False) from None
+                raise
             deadline = time.monotonic() + limit
             while ps.state == PSInvocationState.RUNNING:
                 remaining = deadline - time.monotonic()
@@ -237,11 +273,13 @@ class WinRMGuest(BatchMixin):
                             f"{script}: {self.name} stopped answering (no reply within winrm.read_timeout = {self._kwargs['read_timeout']} s)",
                             "check the guest (bugcheck? hang?) with `invoke vm.status` / `invoke logs`",
                         ) from None
+                    if _shell_gone(exc):
+                        raise _ShellGone(started=True) from None
                     raise
         except KeyboardInterrupt:
             self._stale = True  # the script may still be running on the guest
             raise
-        except (GuestTimeout, GuestScriptError):
+        except (GuestTimeout, GuestScriptError, _ShellGone):
             raise
         except Exception as exc:
             raise self._fail(exc) from None
@@ -251,7 +289,10 @@ class WinRMGuest(BatchMixin):
                     ps.close()
                 except Exception:  # releasing the server-side pipeline must not mask the result
                     pass
-        if ps.had_errors or ps.state == PSInvocationState.FAILED:
+        # pypsrp sets had_errors only for a Failed pipeline; PowerShell's HadErrors is also true for
+        # an error record written by a script that went on (every script runs under 'Stop', so a
+        # record means something escaped it): a result that came with errors is not a success.
+        if ps.had_errors or ps.state == PSInvocationState.FAILED or ps.streams.error:
             detail = _error_text(ps) or "the script reported an error"
             raise GuestScriptError(f"{script} failed on {self.name}: {detail}")
         try:
@@ -358,6 +399,28 @@ def psrp_value(value: Any) -> Any:
     if value in INT64:
         return TaggedValue("I64", value)
     return TaggedValue("U64", value) if 0 <= value < 2**64 else str(value)
+
+
+class _ShellGone(Exception):
+    """The server no longer knows our shell; `started`: the script had begun when it vanished."""
+
+    def __init__(self, *, started: bool):
+        super().__init__(started)
+        self.started = started
+
+
+# ERROR_WSMAN_INVALID_SELECTORS, what WinRM answers for a ShellId it does not know (unsure: the
+# code is from pypsrp's is_alive and the MS-WSMV error table, not seen on a live host; the words
+# are checked too).
+SHELL_NOT_FOUND = 0x8033805B
+
+
+def _shell_gone(exc: BaseException) -> bool:
+    from pypsrp.exceptions import WSManFaultError
+
+    if not isinstance(exc, WSManFaultError):
+        return False
+    return exc.code == SHELL_NOT_FOUND or "shell was not found" in (exc.reason or "").lower()
 
 
 def _is_fault(exc: BaseException) -> bool:

@@ -1,0 +1,352 @@
+"""The WinRM transport's happy path against a real protocol peer (tests/winrm_peer.py): pypsrp,
+unmodified, talks over loopback sockets to an endpoint whose NTLM acceptor and message
+encryption are pyspnego's and whose PSRP side is psrpcore's server runspace pool. What runs
+the scripts is the fake guest: this proves the protocol exchange, not Windows or PowerShell.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import need
+from driverpipe.core.config import load
+from driverpipe.core.context import RunContext
+from driverpipe.core.errors import EnvironmentProblem, ExitCode, StepFailed
+from driverpipe.targets import deploy, operations
+from driverpipe.targets.capture import Capture
+from driverpipe.transports.base import GuestScriptError
+from driverpipe.transports.errors import GuestTimeout
+from driverpipe.transports.winrm import WinRMGuest
+from fakes.capture_handlers import advance, state
+from fakes.guest import FakeWindows
+from fakes.package import StubPackage
+
+pytestmark = [pytest.mark.psrp, pytest.mark.timeout(120)]
+
+USER = "tester"
+PASSWORD = "Pa55 wörd"
+DBGVIEW = "C:\\Tools\\Dbgview.exe"
+
+
+@pytest.fixture(autouse=True)
+def _loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+
+
+def _peer_class() -> Any:
+    try:
+        import psrpcore  # noqa: F401
+        import spnego  # noqa: F401
+    except ImportError as exc:
+        need(False, f"the loopback WinRM endpoint needs psrpcore and pyspnego ({exc.name})")
+    from winrm_peer import WinRMPeer
+
+    return WinRMPeer
+
+
+@pytest.fixture
+def machine() -> FakeWindows:
+    m = FakeWindows.prepared()
+    m.files[DBGVIEW] = b"MZ fake Dbgview.exe"
+    return m
+
+
+@pytest.fixture(params=[False, True], ids=["http-encrypted", "https"])
+def peer(request: pytest.FixtureRequest, machine: FakeWindows, tmp_path: Path) -> Iterator[Any]:
+    with _peer_class()(machine, user=USER, password=PASSWORD, tls=request.param, work_dir=tmp_path / "peer") as p:
+        yield p
+
+
+@pytest.fixture
+def http_peer(machine: FakeWindows, tmp_path: Path) -> Iterator[Any]:
+    with _peer_class()(machine, user=USER, password=PASSWORD, tls=False, work_dir=tmp_path / "peer") as p:
+        yield p
+
+
+def connect(peer: Any, **kw: Any) -> WinRMGuest:
+    options: dict[str, Any] = dict(
+        name="peer",
+        host="127.0.0.1",
+        user=USER,
+        password=PASSWORD,
+        port=peer.port,
+        ssl=peer.tls,
+        auth="negotiate",
+        ca_bundle=str(peer.cert_pem) if peer.tls else "",
+        connection_timeout=5,
+        read_timeout=10,
+        operation_timeout=5,
+        say=lambda s: None,
+    )
+    options.update(kw)
+    return WinRMGuest(**options)
+
+
+def test_pool_opens_and_a_script_runs_with_every_message_checked(peer: Any) -> None:
+    guest = connect(peer)
+    try:
+        state_ = guest.run_script("Get-GuestState.ps1", {"ServiceName": "WazabiEDR", "FileNames": ["a.sys"], "GuestDir": "C:\\WazabiEDR"})
+    finally:
+        guest.close()
+    assert state_["elevated"] is True and state_["files"] == {"a.sys": None}
+    s = peer.stats
+    assert s.protocol_errors == [] and s.auth_rejected == 0
+    assert s.pools_opened == s.pools_closed == 1 and s.scripts == ["Get-GuestState.ps1"]
+    # The listener's config was read (envelope size), the pool created, the script run, its pipeline released, the shell deleted.
+    assert s.actions[:2] == ["Get", "Create"] and s.actions[-2:] == ["Signal", "Delete"] and "Command" in s.actions
+    if not peer.tls:
+        assert s.encrypted == s.soap_requests > 0  # over HTTP every SOAP message was sealed by the NTLM session
+
+
+def test_https_channel_binding_is_checked(machine: FakeWindows, tmp_path: Path) -> None:
+    with _peer_class()(machine, user=USER, password=PASSWORD, tls=True, work_dir=tmp_path / "peer") as p:
+        p.cert_hash = b"\x00" * 32  # the acceptor now expects another certificate: the client's binding must not match
+        with pytest.raises(EnvironmentProblem, match="authentication failed") as info:
+            connect(p)
+        assert p.stats.auth_rejected >= 1 and any("authentication" in e for e in p.stats.protocol_errors)
+    assert info.value.exit_code == ExitCode.ENVIRONMENT
+
+
+def test_wrong_password_is_one_line(http_peer: Any) -> None:
+    with pytest.raises(EnvironmentProblem, match=r"authentication failed for user 'tester' \(negotiate\)"):
+        connect(http_peer, password="wrong")
+    assert http_peer.stats.pools_opened == 0 and http_peer.stats.auth_rejected >= 1
+
+
+# ----------------------------------------------------------------------------------------------
+# The pipeline's own flows over the wire
+# ----------------------------------------------------------------------------------------------
+
+
+def _ctx(project: Path, peer: Any) -> RunContext:
+    (project / "user-config.toml").write_text(
+        "default_target = 'peer'\n"
+        f"[targets.peer]\ntransport = 'winrm'\nhost = '127.0.0.1'\nuser = '{USER}'\npassword_env = 'PEER_PASSWORD'\ntest_machine = true\n"
+        f"port = {peer.port}\n[targets.peer.winrm]\nssl = {'true' if peer.tls else 'false'}\n",
+        encoding="utf-8",
+    )
+    return RunContext(config=load(root=project), echo=lambda s: None, progress=lambda s: None)
+
+
+def _package(project: Path) -> StubPackage:
+    pkgdir = project / "artifacts" / "package"
+    pkgdir.mkdir(parents=True, exist_ok=True)
+    files = []
+    for name, data in (
+        ("WazabiEDR_Driver.sys", b"MZ driver v1" + os.urandom(300_000)),
+        ("WazabiEDR_Driver.inf", b"[Version]"),
+        ("WazabiEDR_Driver.cat", b"0\x82cat"),
+    ):
+        (pkgdir / name).write_bytes(data)
+        files.append(pkgdir / name)
+    cer = pkgdir / "WazabiEDR_Test.cer"
+    cer.write_bytes(b"0\x82\x01\x0afake DER certificate")
+    return StubPackage(pkgdir, "WazabiEDR_Driver", files, cer)
+
+
+def _deploy(ctx: RunContext, guest: WinRMGuest, pkg: StubPackage, machine: FakeWindows) -> int:
+    def capture(c: RunContext, g: Any, run_id: str) -> Capture:
+        return Capture(c, g, run_id, sleep=lambda s: advance(machine, s), clock=lambda: state(machine).now)
+
+    return deploy.deploy_to(ctx, guest, pkg, ctx.config.target("peer"), capture_factory=capture, sleep=lambda s: None)
+
+
+def test_whole_deploy_plan_redeploy_and_unload(peer: Any, machine: FakeWindows, project: Path) -> None:
+    ctx = _ctx(project, peer)
+    pkg = _package(project)
+    machine.cert_stores["Root"].add(hashlib.sha1(pkg.cert_path.read_bytes()).hexdigest().upper())
+    machine.cert_stores["TrustedPublisher"].add(hashlib.sha1(pkg.cert_path.read_bytes()).hexdigest().upper())
+    guest = connect(peer)
+    try:
+        assert _deploy(ctx, guest, pkg, machine) == 0
+        assert machine.services["WazabiEDR"].state == 4  # RUNNING
+        assert machine.files["C:\\WazabiEDR\\WazabiEDR_Driver.sys"] == pkg.files[0].read_bytes()
+        first = list(peer.stats.scripts)
+
+        # An unchanged redeploy, measured on the server: the pipelines it ran, over the same pool.
+        before = len(peer.stats.scripts)
+        assert _deploy(ctx, guest, pkg, machine) == 0
+        redeploy = peer.stats.scripts[before:]
+        assert redeploy == ["Get-GuestState.ps1", "Invoke-Batch.ps1", "Read-FileRange.ps1"], redeploy
+        assert peer.stats.pools_opened == 1
+
+        result = operations.unload_driver(ctx, guest)
+        assert result.stopped and result.device_gone
+    finally:
+        guest.close()
+    assert "Write-FileChunk.ps1" in first and "Complete-FileUpload.ps1" in first
+    assert peer.stats.protocol_errors == [] and peer.stats.pools_closed == 1
+
+
+def test_large_push_and_pull_span_many_envelopes(http_peer: Any, machine: FakeWindows, tmp_path: Path) -> None:
+    http_peer.knobs.max_envelope_kb = 150  # WinRM's pre-2012 default: smaller envelopes, more of them
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    local = tmp_path / "big.bin"
+    local.write_bytes(data)
+    guest = connect(http_peer)
+    try:
+        assert guest.max_payload_size < 150 * 1024
+        pushed = guest.push(local, "C:\\WazabiEDR\\big.bin")
+        assert pushed.copied and machine.files["C:\\WazabiEDR\\big.bin"] == data
+        chunks = http_peer.stats.scripts.count("Write-FileChunk.ps1")
+        assert chunks >= len(data) // (150 * 1024)
+        again = guest.push(local, "C:\\WazabiEDR\\big.bin")
+        assert not again.copied  # same hash: nothing sent
+        guest.pull("C:\\WazabiEDR\\big.bin", tmp_path / "back.bin")
+    finally:
+        guest.close()
+    assert (tmp_path / "back.bin").read_bytes() == data
+    # Answers larger than one envelope came back as several PSRP fragments over several Receives.
+    assert http_peer.stats.actions.count("Receive") > http_peer.stats.actions.count("Command")
+    assert http_peer.stats.protocol_errors == []
+
+
+def test_error_records_and_failed_scripts_are_one_line(http_peer: Any, machine: FakeWindows) -> None:
+    http_peer.knobs.write_error["Get-BootTime.ps1"] = "Get-CimInstance : Access denied (WMI)"
+    guest = connect(http_peer)
+    try:
+        with pytest.raises(GuestScriptError, match=r"Get-BootTime.ps1 failed on peer: Get-CimInstance : Access denied \(WMI\)"):
+            guest.run_script("Get-BootTime.ps1")
+        machine.elevated = False  # a terminating error: the pipeline ends Failed with the exception
+        with pytest.raises(GuestScriptError, match=r"Set-GuestPrepared\.ps1 failed on peer: Requested registry access is not allowed\."):
+            guest.run_script("Set-GuestPrepared.ps1", {"EnableTestSigning": True})
+        assert guest.run_script("Test-GuestReady.ps1")["ready"] is True  # the pool is still usable
+    finally:
+        guest.close()
+    assert http_peer.stats.pools_opened == 1 and http_peer.stats.protocol_errors == []
+
+
+def test_script_outliving_script_timeout_is_stopped_in_time(http_peer: Any) -> None:
+    http_peer.knobs.hang.add("Get-BootTime.ps1")
+    guest = connect(http_peer, script_timeout=3, operation_timeout=1, read_timeout=5)
+    try:
+        started = time.monotonic()
+        with pytest.raises(GuestTimeout, match=r"Get-BootTime\.ps1 did not finish within 3 s on peer; stopped"):
+            guest.run_script("Get-BootTime.ps1")
+        assert time.monotonic() - started < 3 + 2 + 1  # the deadline, one operation timeout, slack
+        assert http_peer.stats.actions.count("Signal") >= 1  # the server was told to stop the pipeline
+        http_peer.knobs.hang.clear()
+        assert guest.run_script("Get-BootTime.ps1")["boot_time"] > 0
+    finally:
+        guest.close()
+    assert http_peer.stats.protocol_errors == []
+
+
+def test_shell_gone_before_a_script_is_reopened_transparently(http_peer: Any) -> None:
+    guest = connect(http_peer)
+    try:
+        http_peer.knobs.drop_shell_before_next = True  # a WinRM service restart between two scripts
+        assert guest.run_script("Get-BootTime.ps1")["boot_time"] > 0
+    finally:
+        guest.close()
+    assert http_peer.stats.pools_opened == 2 and http_peer.stats.scripts == ["Get-BootTime.ps1"]
+
+
+def test_shell_gone_while_a_script_runs_is_one_line_then_reconnects(http_peer: Any) -> None:
+    guest = connect(http_peer)
+    try:
+        http_peer.knobs.drop_shell_on = "Get-BootTime.ps1"
+        with pytest.raises(StepFailed, match="closed our WinRM shell while the script ran") as info:
+            guest.run_script("Get-BootTime.ps1")
+        assert "\n" not in info.value.message and "may have run in part" in (info.value.hint or "")
+        assert guest.run_script("Get-BootTime.ps1")["boot_time"] > 0
+    finally:
+        guest.close()
+    assert http_peer.stats.pools_opened == 2
+
+
+def test_401_after_the_pool_opened_is_an_authentication_failure(peer: Any) -> None:
+    guest = connect(peer)
+    try:
+        peer.knobs.reject_auth_after = peer.stats.requests  # the guest's password changes now
+        with pytest.raises(EnvironmentProblem, match="authentication failed for user 'tester'") as info:
+            guest.run_script("Get-BootTime.ps1")
+        assert info.value.exit_code == ExitCode.ENVIRONMENT
+    finally:
+        guest.close()
+    assert peer.stats.auth_rejected >= 1
+
+
+def test_values_reach_the_script_as_its_param_types_expect(peer: Any, machine: FakeWindows) -> None:
+    machine.files["C:\\x\\small.bin"] = b"0123456789"
+    odd = "C:\\Dätä \"quoted\" 'single' $notAVariable `tick ünïcødé ✓"
+    guest = connect(peer)
+    try:
+        # [long]$Offset beyond Int32 (a FileTime-sized number) goes as <I64> and binds.
+        far = guest.run_script("Read-FileRange.ps1", {"Path": "C:\\x\\small.bin", "Offset": 134_118_000_000_000_000, "Count": 4})
+        assert far == {"exists": True, "size": 10, "offset": 134_118_000_000_000_000, "base64": ""}
+        assert peer.stats.wire_types[-1] == {"Path": "PSString", "Offset": "PSInt64", "Count": "PSInt"}
+        # [int]$Count beyond Int32 is refused by the binder, as PowerShell refuses it.
+        with pytest.raises(GuestScriptError, match=r"Value was either too large or too small for an Int32"):
+            guest.run_script("Read-FileRange.ps1", {"Path": "C:\\x\\small.bin", "Count": 2**31})
+        # Booleans, string lists and strings with quotes, $, backticks and non-ASCII arrive as sent.
+        guest.run_script("Get-GuestState.ps1", {"ServiceName": "WazabiEDR", "GuestDir": odd, "FileNames": ["a b.sys", odd]})
+        assert peer.stats.params[-1] == {"ServiceName": "WazabiEDR", "GuestDir": odd, "FileNames": ["a b.sys", odd]}
+        assert peer.stats.wire_types[-1]["FileNames"] == "PSList"
+        guest.run_script("Invoke-DriverUnload.ps1", {"ServiceName": "WazabiEDR", "DevicePath": "\\\\.\\WazabiEDR", "Delete": False})
+        assert peer.stats.wire_types[-1]["Delete"] == "bool"
+        # A batch item's parameters go through JSON and a splat: the same binder checks them.
+        [chunk] = guest.run_batch([("Read-FileRange.ps1", {"Path": "C:\\x\\small.bin", "Offset": 2, "Count": 3})])
+        assert base64.b64decode(chunk["base64"]) == b"234"
+    finally:
+        guest.close()
+    assert peer.stats.protocol_errors == []
+
+
+def test_without_i64_tagging_the_overflow_fails_on_the_peer(http_peer: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pypsrp alone writes 134118000000000000 as <I32>: the peer's deserializer refuses it, as Windows would."""
+    import driverpipe.transports.winrm as winrm
+
+    monkeypatch.setattr(winrm, "psrp_value", lambda value: value)
+    guest = connect(http_peer)
+    try:
+        with pytest.raises(StepFailed, match="WinRM fault"):
+            guest.run_script("Read-FileRange.ps1", {"Path": "C:\\x", "Offset": 134_118_000_000_000_000, "Count": 4})
+    finally:
+        guest.close()
+    # psrpcore refuses the <I32> while deserializing, before any script runs.
+    assert any("Cannot create PSInt with value '134118000000000000'" in e for e in http_peer.stats.protocol_errors)
+    assert http_peer.stats.scripts == []
+
+
+# ----------------------------------------------------------------------------------------------
+# The endpoint refuses what Windows refuses: it is not a peer that accepts anything
+# ----------------------------------------------------------------------------------------------
+
+
+def test_endpoint_rejects_a_malformed_psrp_message(http_peer: Any) -> None:
+    from pypsrp.exceptions import WinRMTransportError, WSManFaultError
+    from pypsrp.shell import WinRS
+
+    guest = connect(http_peer)
+    try:
+        shell = WinRS(guest._wsman, resource_uri="http://schemas.microsoft.com/powershell/Microsoft.PowerShell", id=guest._pool.shell.id)
+        shell.opened, shell._selector_set = True, guest._pool.shell._selector_set
+        with pytest.raises((WSManFaultError, WinRMTransportError)):
+            shell.command("", [base64.b64encode(b"\x00" * 21 + b"not a PSRP message").decode()], command_id="6B0CF6C5-61D6-4E8B-A5A1-0D0B0B1D3A11")
+    finally:
+        guest.close()
+    assert any("malformed PSRP" in e or "PSRP" in e for e in http_peer.stats.protocol_errors)
+
+
+def test_endpoint_rejects_a_bad_ntlm_token(http_peer: Any) -> None:
+    import requests
+
+    answer = requests.post(
+        f"http://127.0.0.1:{http_peer.port}/wsman",
+        data=b"",
+        headers={"Authorization": "Negotiate " + base64.b64encode(b"NTLMSSP\x00\x03garbage").decode()},
+        timeout=5,
+    )
+    assert answer.status_code == 401 and http_peer.stats.auth_rejected == 1
+    assert http_peer.stats.pools_opened == 0
