@@ -154,11 +154,25 @@ def _package(project: Path) -> StubPackage:
     return StubPackage(pkgdir, "WazabiEDR_Driver", files, cer)
 
 
+class Clock:
+    """Virtual time for the reboot wait: the guest answers again after a few attempts, not seconds."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += max(seconds, 0.01)
+
+
 def _deploy(ctx: RunContext, guest: WinRMGuest, pkg: StubPackage, machine: FakeWindows) -> int:
     def capture(c: RunContext, g: Any, run_id: str) -> Capture:
         return Capture(c, g, run_id, sleep=lambda s: advance(machine, s), clock=lambda: state(machine).now)
 
-    return deploy.deploy_to(ctx, guest, pkg, ctx.config.target("peer"), capture_factory=capture, sleep=lambda s: None)
+    clock = Clock()
+    return deploy.deploy_to(ctx, guest, pkg, ctx.config.target("peer"), capture_factory=capture, clock=clock, sleep=clock.sleep)
 
 
 def test_whole_deploy_plan_redeploy_and_unload(peer: Any, machine: FakeWindows, project: Path) -> None:
@@ -186,6 +200,26 @@ def test_whole_deploy_plan_redeploy_and_unload(peer: Any, machine: FakeWindows, 
         guest.close()
     assert "Write-FileChunk.ps1" in first and "Complete-FileUpload.ps1" in first
     assert peer.stats.protocol_errors == [] and peer.stats.pools_closed == 1
+
+
+def test_first_deploy_prepares_reboots_and_reconnects_over_the_wire(project: Path, tmp_path: Path) -> None:
+    """An unprepared guest: TESTSIGNING set, a reboot during which the endpoint drops every
+    connection, new pools once it answers, then push, load and verify."""
+    machine = FakeWindows()
+    machine.files[DBGVIEW] = b"MZ fake Dbgview.exe"
+    with _peer_class()(machine, user=USER, password=PASSWORD, tls=False, work_dir=tmp_path / "peer") as peer:
+        ctx = _ctx(project, peer)
+        pkg = _package(project)
+        guest = connect(peer)
+        try:
+            assert _deploy(ctx, guest, pkg, machine) == 0
+        finally:
+            guest.close()
+    assert machine.boot_count == 1 and machine.testsigning_active and machine.services["WazabiEDR"].state == 4
+    scripts = peer.stats.scripts
+    assert scripts.index("Restart-Guest.ps1") < scripts.index("Test-GuestReady.ps1") < scripts.index("Invoke-Batch.ps1")
+    assert peer.stats.pools_opened >= 2  # the pool did not survive the reboot; a new one was opened
+    assert peer.stats.protocol_errors == []
 
 
 def test_large_push_and_pull_span_many_envelopes(http_peer: Any, machine: FakeWindows, tmp_path: Path) -> None:
