@@ -237,6 +237,10 @@ def test_large_push_and_pull_span_many_envelopes(http_peer: Any, machine: FakeWi
         again = guest.push(local, "C:\\WazabiEDR\\big.bin")
         assert not again.copied  # same hash: nothing sent
         guest.pull("C:\\WazabiEDR\\big.bin", tmp_path / "back.bin")
+        # A request larger than one envelope: the first fragment rides on Command, the rest on Send.
+        states = guest.run_batch([("Get-GuestState.ps1", {"ServiceName": "WazabiEDR"})] * 40)
+        assert len(states) == 40 and all(s["elevated"] for s in states)
+        assert "Send" in http_peer.stats.actions
     finally:
         guest.close()
     assert (tmp_path / "back.bin").read_bytes() == data
