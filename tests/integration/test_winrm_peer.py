@@ -388,3 +388,33 @@ def test_endpoint_rejects_a_bad_ntlm_token(http_peer: Any) -> None:
     )
     assert answer.status_code == 401 and http_peer.stats.auth_rejected == 1
     assert http_peer.stats.pools_opened == 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Through the command line: config -> transport wiring, the password from the environment
+# ----------------------------------------------------------------------------------------------
+
+
+def test_invoke_unload_over_the_endpoint_and_a_wrong_password(project: Path, tmp_path: Path) -> None:
+    from conftest import run_invoke
+    from fakes.guest import FakeService
+
+    machine = FakeWindows.prepared()
+    image = "C:\\WazabiEDR\\WazabiEDR_Driver.sys"
+    machine.files[image] = b"MZ driver"
+    machine.services["WazabiEDR"] = FakeService(name="WazabiEDR", binpath=image, state=4)
+    with _peer_class()(machine, user=USER, password=PASSWORD, tls=False, work_dir=tmp_path / "peer") as peer:
+        _ctx(project, peer)  # writes the user config naming the endpoint
+        env = dict(os.environ, PEER_PASSWORD=PASSWORD, NO_PROXY="127.0.0.1")
+        done = run_invoke(project, "unload", "--target", "peer", env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "WazabiEDR stopped" in done.stdout and machine.services["WazabiEDR"].state == 1
+        # The run held the target through a lease on the guest and released it.
+        assert peer.stats.scripts == ["Set-GuestLease.ps1", "Invoke-DriverUnload.ps1", "Set-GuestLease.ps1"]
+        refused = run_invoke(project, "unload", "--target", "peer", env=dict(env, PEER_PASSWORD="not-it"))
+    assert refused.returncode == ExitCode.ENVIRONMENT
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "authentication failed for user 'tester'" in errors[0], refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert PASSWORD not in done.stdout + done.stderr + refused.stdout + refused.stderr and "not-it" not in refused.stdout + refused.stderr
+    assert peer.stats.protocol_errors == [] or all(e.startswith("authentication") for e in peer.stats.protocol_errors)
