@@ -56,11 +56,20 @@ function Invoke-Native {
     $stderr = New-Object System.IO.MemoryStream
     $copyOut = $process.StandardOutput.BaseStream.CopyToAsync($stdout)
     $copyErr = $process.StandardError.BaseStream.CopyToAsync($stderr)
-    $process.WaitForExit()
-    $copyOut.Wait()
-    $copyErr.Wait()
-    $rc = $process.ExitCode
-    $process.Dispose()
+    try {
+        # Short waits, not one blocking call: PowerShell can only stop a pipeline between
+        # statements, so a hung tool would otherwise outlive the client's script_timeout.
+        while (-not $process.WaitForExit(250)) { }
+        $copyOut.Wait()
+        $copyErr.Wait()
+        $rc = $process.ExitCode
+    } finally {
+        # A stopped pipeline (the client's timeout, Ctrl-C) ends the tool too.
+        if (-not $process.HasExited) {
+            try { $process.Kill() } catch { $null = $_ }
+        }
+        $process.Dispose()
+    }
 
     $merged = New-Object System.IO.MemoryStream
     $stdout.WriteTo($merged)
