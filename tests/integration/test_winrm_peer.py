@@ -271,7 +271,8 @@ def test_script_outliving_script_timeout_is_stopped_in_time(http_peer: Any) -> N
         started = time.monotonic()
         with pytest.raises(GuestTimeout, match=r"Get-BootTime\.ps1 did not finish within 3 s on peer; stopped"):
             guest.run_script("Get-BootTime.ps1")
-        assert time.monotonic() - started < 3 + 2 + 1  # the deadline, one operation timeout, slack
+        # By design: the deadline plus at most one receive, which the read timeout bounds (not a speed test).
+        assert time.monotonic() - started < 3 + 5
         assert http_peer.stats.actions.count("Signal") >= 1  # the server was told to stop the pipeline
         http_peer.knobs.hang.clear()
         assert guest.run_script("Get-BootTime.ps1")["boot_time"] > 0
