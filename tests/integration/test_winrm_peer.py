@@ -419,3 +419,30 @@ def test_invoke_unload_over_the_endpoint_and_a_wrong_password(project: Path, tmp
     assert "Traceback" not in refused.stderr
     assert PASSWORD not in done.stdout + done.stderr + refused.stdout + refused.stderr and "not-it" not in refused.stdout + refused.stderr
     assert peer.stats.protocol_errors == [] or all(e.startswith("authentication") for e in peer.stats.protocol_errors)
+
+
+def test_invoke_verify_and_logs_read_the_capture_over_the_endpoint(machine: FakeWindows, project: Path, tmp_path: Path) -> None:
+    from conftest import run_invoke
+
+    with _peer_class()(machine, user=USER, password=PASSWORD, tls=False, work_dir=tmp_path / "peer") as peer:
+        ctx = _ctx(project, peer)
+        pkg = _package(project)
+        thumb = hashlib.sha1(pkg.cert_path.read_bytes()).hexdigest().upper()
+        for store in machine.cert_stores.values():
+            store.add(thumb)
+        guest = connect(peer)
+        try:
+            assert _deploy(ctx, guest, pkg, machine) == 0
+        finally:
+            guest.close()
+        env = dict(os.environ, PEER_PASSWORD=PASSWORD, NO_PROXY="127.0.0.1")
+        before = len(peer.stats.scripts)
+        verified = run_invoke(project, "verify", "--target", "peer", env=env)
+        assert verified.returncode == 0 and "load: PASS: 2/2 lines in order" in verified.stdout, verified.stdout + verified.stderr
+        pulled = run_invoke(project, "logs", "--target", "peer", env=env)
+        assert pulled.returncode == 0 and "pulled 1 file(s) from peer" in pulled.stdout, pulled.stdout + pulled.stderr
+        assert set(peer.stats.scripts[before:]) == {"Get-DbgCaptureStatus.ps1", "Read-FileRange.ps1"}
+    remote = next(v for k, v in machine.files.items() if k.lower().endswith(".log") and "dbgview" in k.lower())
+    local = [p.read_bytes() for p in (project / "artifacts" / "logs" / "peer").glob("*.log")]
+    assert remote in local and b"[WazabiEDR] DriverEntry called" in remote  # pulled whole, byte for byte
+    assert peer.stats.protocol_errors == []
