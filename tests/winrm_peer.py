@@ -246,6 +246,8 @@ class WinRMPeer:
         user: str = "tester",
         password: str = "Pa55 wörd",
         tls: bool = False,
+        basic: bool = False,
+        allow_unencrypted: bool = False,
         work_dir: Path,
         answer: Callable[[Any, str, dict[str, Any]], Any] | None = None,
     ):
@@ -253,6 +255,9 @@ class WinRMPeer:
         self.user = user
         self.password = password
         self.tls = tls
+        self.basic = basic  # the listener's Auth/Basic: offered and accepted next to Negotiate
+        self.allow_unencrypted = allow_unencrypted  # the listener's AllowUnencrypted (HTTP without sealing)
+        self.current_password = password
         self.work_dir = work_dir
         self.knobs = Knobs()
         self.stats = Stats()
@@ -345,6 +350,7 @@ class WinRMPeer:
     # -- knobs used while running ---------------------------------------------------------------
 
     def change_password(self, password: str) -> None:
+        self.current_password = password
         self._write_users(password)
 
     def drop_all_shells(self) -> None:
@@ -773,6 +779,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _challenge(self, token: bytes | None = None) -> None:
         value = "Negotiate" + (f" {base64.b64encode(token).decode()}" if token else "")
+        if self.server.peer.basic and token is None:
+            value += ', Basic realm="WSMAN"'
         self._respond(401, headers={"WWW-Authenticate": value})
 
     def do_POST(self) -> None:
@@ -781,11 +789,16 @@ class _Handler(BaseHTTPRequestHandler):
         with peer.lock:
             peer.stats.requests += 1
             reject = peer.knobs.reject_auth_after is not None and peer.stats.requests > peer.knobs.reject_auth_after
-        if reject and self.auth is not None:
+        if reject:
             self.auth = None  # the password changed: this connection must authenticate again, and cannot
-            peer.change_password(peer.password + "-changed")
+            if peer.current_password == peer.password:
+                peer.change_password(peer.password + "-changed")
         header = self.headers.get("Authorization", "")
-        if header:
+        by_basic = header[:6].lower() == "basic "
+        if by_basic:
+            if not self._basic(header[6:]):
+                return
+        elif header:
             if not self._authenticate(header):
                 return
         elif self.auth is None:
@@ -800,8 +813,8 @@ class _Handler(BaseHTTPRequestHandler):
             peer.stats.encrypted += encrypted
         try:
             soap = self._unwrap(body) if encrypted else body
-            if not encrypted and not peer.tls:
-                raise ProtocolError("unencrypted SOAP over HTTP (AllowUnencrypted is false on Windows)")
+            if not encrypted and not peer.tls and not peer.allow_unencrypted:
+                raise ProtocolError("unencrypted SOAP over HTTP (AllowUnencrypted is false)")
             try:
                 if len(soap) > peer.knobs.max_envelope_kb * 1024:
                     # WinRM refuses a request above its MaxEnvelopeSizekb quota (unsure: the exact fault code).
@@ -833,6 +846,28 @@ class _Handler(BaseHTTPRequestHandler):
     def _final_token(self) -> dict[str, str]:
         token, self.final = self.final, None
         return {"WWW-Authenticate": f"Negotiate {base64.b64encode(token).decode()}"} if token else {}
+
+    def _basic(self, value: str) -> bool:
+        """Basic: the credentials on every request, nothing kept on the connection."""
+        peer = self.server.peer
+        try:
+            raw = base64.b64decode(value.strip(), validate=True)
+        except ValueError:
+            raw = b""
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            # requests encodes Basic credentials as Latin-1; which encoding WinRM expects for a
+            # non-ASCII password is not known here (unsure), so both are accepted.
+            text = raw.decode("latin-1")
+        user, _, password = text.partition(":")
+        if peer.basic and user.lower() == peer.user.lower() and password == peer.current_password:
+            return True
+        with peer.lock:
+            peer.stats.auth_rejected += 1
+            peer.stats.protocol_errors.append("authentication: Basic refused" + ("" if peer.basic else " (not enabled on this listener)"))
+        self._challenge()
+        return False
 
     def _authenticate(self, header: str) -> bool:
         """One step of SPNEGO/NTLM; True when the connection is authenticated and the request may proceed."""

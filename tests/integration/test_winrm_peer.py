@@ -108,6 +108,29 @@ def test_pool_opens_and_a_script_runs_with_every_message_checked(peer: Any) -> N
         assert s.encrypted == s.soap_requests > 0  # over HTTP every SOAP message was sealed by the NTLM session
 
 
+@pytest.mark.parametrize(
+    ("tls", "auth"),
+    [(False, "ntlm"), (True, "ntlm"), (True, "basic"), (False, "basic")],
+    ids=["http-ntlm", "https-ntlm", "https-basic", "http-basic-unencrypted"],
+)
+def test_other_auth_methods(machine: FakeWindows, tmp_path: Path, tls: bool, auth: str) -> None:
+    """ntlm (what local accounts use) and Basic: over HTTPS, and over HTTP only where the listener
+    allows unencrypted traffic and the config allows it explicitly (a warning is printed)."""
+    said: list[str] = []
+    plain_http_basic = auth == "basic" and not tls
+    with _peer_class()(
+        machine, user=USER, password=PASSWORD, tls=tls, basic=auth == "basic", allow_unencrypted=plain_http_basic, work_dir=tmp_path / "peer"
+    ) as p:
+        guest = connect(p, auth=auth, allow_basic_http=plain_http_basic, say=said.append)
+        try:
+            assert guest.run_script("Get-BootTime.ps1")["boot_time"] == machine.boot_time
+        finally:
+            guest.close()
+        assert p.stats.protocol_errors == [] and p.stats.auth_rejected == 0
+        assert p.stats.encrypted == (0 if (tls or auth == "basic") else p.stats.soap_requests)
+    assert any("clear text" in line for line in said) == plain_http_basic
+
+
 def test_https_channel_binding_is_checked(machine: FakeWindows, tmp_path: Path) -> None:
     with _peer_class()(machine, user=USER, password=PASSWORD, tls=True, work_dir=tmp_path / "peer") as p:
         p.cert_hash = b"\x00" * 32  # the acceptor now expects another certificate: the client's binding must not match

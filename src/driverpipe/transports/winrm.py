@@ -164,7 +164,9 @@ class WinRMGuest(BatchMixin):
                 # 150 KiB, even when 150 KiB is what the listener said: every larger request would
                 # then exceed its MaxEnvelopeSizekb. The listener's own figure wins.
                 wsman.update_max_payload_size(listener_size)
-                pool._fragmenter.max_size = wsman.max_payload_size
+                fragmenter = getattr(pool, "_fragmenter", None)  # pypsrp 0.8/0.9 internals (a rename would leave its size)
+                if fragmenter is not None:
+                    fragmenter.max_size = wsman.max_payload_size
         except ImportError as exc:
             if wsman is not None:
                 _quiet_close(wsman)
