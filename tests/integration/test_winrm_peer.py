@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from conftest import need
+from conftest import need, run_invoke
 from driverpipe.core.config import load
 from driverpipe.core.context import RunContext
 from driverpipe.core.errors import EnvironmentProblem, ExitCode, StepFailed
@@ -26,7 +26,7 @@ from driverpipe.transports.base import GuestScriptError
 from driverpipe.transports.errors import GuestTimeout
 from driverpipe.transports.winrm import WinRMGuest
 from fakes.capture_handlers import advance, state
-from fakes.guest import FakeWindows
+from fakes.guest import FakeService, FakeWindows
 from fakes.package import StubPackage
 
 pytestmark = [pytest.mark.psrp, pytest.mark.timeout(120)]
@@ -420,9 +420,6 @@ def test_endpoint_rejects_a_bad_ntlm_token(http_peer: Any) -> None:
 
 
 def test_invoke_unload_over_the_endpoint_and_a_wrong_password(project: Path, tmp_path: Path) -> None:
-    from conftest import run_invoke
-    from fakes.guest import FakeService
-
     machine = FakeWindows.prepared()
     image = "C:\\WazabiEDR\\WazabiEDR_Driver.sys"
     machine.files[image] = b"MZ driver"
@@ -445,8 +442,6 @@ def test_invoke_unload_over_the_endpoint_and_a_wrong_password(project: Path, tmp
 
 
 def test_invoke_verify_and_logs_read_the_capture_over_the_endpoint(machine: FakeWindows, project: Path, tmp_path: Path) -> None:
-    from conftest import run_invoke
-
     with _peer_class()(machine, user=USER, password=PASSWORD, tls=False, work_dir=tmp_path / "peer") as peer:
         ctx = _ctx(project, peer)
         pkg = _package(project)
