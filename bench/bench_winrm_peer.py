@@ -2,9 +2,10 @@
 protocol exchange: the loopback endpoint in tests/winrm_peer.py (pyspnego NTLM + message
 encryption, psrpcore PSRP) answering from the fake guest.
 
-Prints, for HTTP with message encryption and for HTTPS: the pipelines the redeploy ran and the
-pools it opened (counted by the endpoint), the HTTP requests and WSMan actions they took, and
-the median wall time of a redeploy and of one pipeline over loopback. Loopback hides network
+Prints, for HTTP with message encryption and for HTTPS: the pipelines an unchanged redeploy ran
+and the pools it opened (counted by the endpoint), the HTTP requests and WSMan actions they took,
+the median wall time of a redeploy and of one pipeline over loopback, and the same counts for a
+rebuilt driver (new .sys and .cat) deployed over the loaded one. Loopback hides network
 latency: multiply the pipeline count by a real link's round trip to estimate a lab guest.
 Run: python bench/bench_winrm_peer.py [--runs N]
 """
@@ -89,6 +90,13 @@ def measure(root: Path, tls: bool, runs: int) -> None:
                 once()
                 times.append(time.perf_counter() - started)
                 counts.append((len(peer.stats.scripts) - scripts, peer.stats.requests - requests, Counter(peer.stats.actions[actions:])))
+            # The developer's loop: a rebuilt driver (new .sys and .cat) over the loaded one.
+            files[0].write_bytes(os.urandom(40_000))
+            files[2].write_bytes(os.urandom(64))
+            scripts, requests_before = len(peer.stats.scripts), peer.stats.requests
+            started = time.perf_counter()
+            once()
+            changed = (len(peer.stats.scripts) - scripts, peer.stats.requests - requests_before, time.perf_counter() - started)
         finally:
             guest.close()
         pipelines, requests, actions = counts[-1]
@@ -98,6 +106,7 @@ def measure(root: Path, tls: bool, runs: int) -> None:
         print(f"  unchanged redeploy: {pipelines} pipelines, {peer.stats.pools_opened} pool opened in {runs + 1} deploys, {requests} HTTP requests")
         print(f"  WSMan actions per redeploy: {dict(sorted(actions.items()))}")
         print(f"  median redeploy {redeploy * 1000:.1f} ms; {redeploy / pipelines * 1000:.1f} ms per pipeline over loopback")
+        print(f"  rebuilt driver (.sys and .cat changed): {changed[0]} pipelines, {changed[1]} HTTP requests, {changed[2] * 1000:.1f} ms")
         print(f"  protocol errors seen by the endpoint: {len(peer.stats.protocol_errors)}")
 
 

@@ -203,6 +203,7 @@ class Stats:
     scripts: list[str] = field(default_factory=list)  # every pipeline's script, in order
     params: list[dict[str, Any]] = field(default_factory=list)  # what the binder received (before conversion)
     wire_types: list[dict[str, str]] = field(default_factory=list)  # psrpcore's type of each value (PSInt, PSInt64, bool...)
+    batch_items: list[list[str]] = field(default_factory=list)  # the scripts inside each Invoke-Batch pipeline
     actions: list[str] = field(default_factory=list)  # every WSMan action, short name
     auth_rejected: int = 0
     failed_bindings: list[str] = field(default_factory=list)  # what the binder refused, as PowerShell words it
@@ -651,7 +652,9 @@ def _fake_guest_answer(peer: WinRMPeer, script: str, params: dict[str, Any]) -> 
     files = machine.files
     if script == "Invoke-Batch.ps1":
         results: list[dict[str, Any]] = []
-        for item in json.loads(params["ItemsJson"]):
+        items = json.loads(params["ItemsJson"])
+        peer.stats.batch_items.append([peer.batch_scripts.get(item.get("script"), "?") for item in items])
+        for item in items:
             name = peer.batch_scripts.get(item.get("script"))
             try:
                 if name is None:
@@ -693,10 +696,14 @@ def _fake_guest_answer(peer: WinRMPeer, script: str, params: dict[str, Any]) -> 
         if actual != params["Sha256"].lower():
             files.pop(partial, None)
             raise GuestScriptError(f"uploaded file hash {actual} does not match the local file ({params['Sha256']}); nothing was replaced")
+        existing = files.get(params["Path"])
+        if existing is not None and hashlib.sha256(existing).hexdigest() == actual:
+            files.pop(partial)
+            return {"sha256": actual, "size": len(data), "replaced": False}
         if params["Path"].lower() in machine.running_images():
             raise GuestScriptError("The process cannot access the file because it is being used by another process.")
         files[params["Path"]] = files.pop(partial)
-        return {"sha256": actual, "size": len(data)}
+        return {"sha256": actual, "size": len(data), "replaced": True}
     if script == "Read-FileRange.ps1":
         data = files.get(params["Path"])
         offset = params.get("Offset", 0)

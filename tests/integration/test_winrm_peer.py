@@ -161,12 +161,13 @@ def _ctx(project: Path, peer: Any) -> RunContext:
     return RunContext(config=load(root=project), echo=lambda s: None, progress=lambda s: None)
 
 
-def _package(project: Path) -> StubPackage:
+def _package(project: Path, sys_size: int = 300_000) -> StubPackage:
+    """The package; a .sys of 300 kB takes more than one chunk at WinRM's default envelope."""
     pkgdir = project / "artifacts" / "package"
     pkgdir.mkdir(parents=True, exist_ok=True)
     files = []
     for name, data in (
-        ("WazabiEDR_Driver.sys", b"MZ driver v1" + os.urandom(300_000)),
+        ("WazabiEDR_Driver.sys", b"MZ driver v1" + os.urandom(sys_size)),
         ("WazabiEDR_Driver.inf", b"[Version]"),
         ("WazabiEDR_Driver.cat", b"0\x82cat"),
     ):
@@ -223,6 +224,37 @@ def test_whole_deploy_plan_redeploy_and_unload(peer: Any, machine: FakeWindows, 
         guest.close()
     assert "Write-FileChunk.ps1" in first and "Complete-FileUpload.ps1" in first
     assert peer.stats.protocol_errors == [] and peer.stats.pools_closed == 1
+
+
+def test_changed_driver_redeploy_sends_each_small_file_in_one_round_trip(http_peer: Any, machine: FakeWindows, project: Path) -> None:
+    """The developer's loop: a rebuilt driver (new .sys and .cat) over a loaded one. Each file that
+    fits one chunk is written and hash-checked in one batch; an unchanged one is not sent at all."""
+    ctx = _ctx(project, http_peer)
+    pkg = _package(project, sys_size=40_000)
+    thumb = hashlib.sha1(pkg.cert_path.read_bytes()).hexdigest().upper()
+    for store in machine.cert_stores.values():
+        store.add(thumb)
+    guest = connect(http_peer)
+    try:
+        assert _deploy(ctx, guest, pkg, machine) == 0
+        pkg.files[0].write_bytes(b"MZ driver v2" + os.urandom(40_000))
+        pkg.files[2].write_bytes(b"0\x82cat v2")
+        before, batches = len(http_peer.stats.scripts), len(http_peer.stats.batch_items)
+        assert _deploy(ctx, guest, pkg, machine) == 0
+    finally:
+        guest.close()
+    assert http_peer.stats.scripts[before:] == [
+        "Get-GuestState.ps1",
+        "Invoke-DriverUnload.ps1",  # the old build stops before its image is replaced
+        "Invoke-Batch.ps1",
+        "Invoke-Batch.ps1",
+        "Invoke-Batch.ps1",
+        "Read-FileRange.ps1",
+    ]
+    pushes = http_peer.stats.batch_items[batches : batches + 2]
+    assert pushes == [["Write-FileChunk.ps1", "Complete-FileUpload.ps1"]] * 2
+    assert machine.files["C:\\WazabiEDR\\WazabiEDR_Driver.sys"] == pkg.files[0].read_bytes()
+    assert machine.services["WazabiEDR"].state == 4 and http_peer.stats.protocol_errors == []
 
 
 def test_first_deploy_prepares_reboots_and_reconnects_over_the_wire(project: Path, tmp_path: Path) -> None:

@@ -116,8 +116,10 @@ class _Recorder:
             if p.get("Discard"):
                 self.files.pop(p["Partial"], None)
                 return {"discarded": True}
-            self.files[p["Path"]] = self.files.pop(p["Partial"])
-            return {"sha256": p["Sha256"], "size": len(self.files[p["Path"]])}
+            data = self.files.pop(p["Partial"])
+            replaced = self.files.get(p["Path"]) != data
+            self.files[p["Path"]] = data
+            return {"sha256": p["Sha256"], "size": len(data), "replaced": replaced}
         if script == "Read-FileRange.ps1":
             data = self.files.get(p["Path"])
             if data is None:
@@ -126,6 +128,13 @@ class _Recorder:
             return {"exists": True, "size": len(data), "offset": p["Offset"], "base64": base64.b64encode(part).decode()}
         if script == "Test-Elevation.ps1":
             return {"elevated": False, "user": "GUEST\\bob"}
+        if script == "Invoke-Batch.ps1":
+            import json
+
+            from driverpipe.core.scripts import SCRIPTS_DIR, script_text
+
+            names = {script_text(path.name): path.name for path in SCRIPTS_DIR.glob("*.ps1")}
+            return [{"ok": True, "result": self(names[item["script"]], item["params"])} for item in json.loads(p["ItemsJson"])]
         raise AssertionError(script)
 
 
@@ -146,6 +155,10 @@ def test_winrm_file_ops_bind_what_the_scripts_declare(tmp_path: Path, monkeypatc
     empty = tmp_path / "empty.txt"
     empty.write_bytes(b"")
     assert g.push(empty, "C:\\e.txt").copied and rec.files["C:\\e.txt"] == b""
+    # A file that fits one chunk: written and completed in one batch; an identical one is left alone.
+    calls = len(rec.calls)
+    assert not g.push(empty, "C:\\e.txt").copied
+    assert [name for name, _ in rec.calls[calls:]] == ["Invoke-Batch.ps1", "Write-FileChunk.ps1", "Complete-FileUpload.ps1"]
     g.pull("C:\\WazabiEDR\\driver.sys", tmp_path / "back.sys")
     assert (tmp_path / "back.sys").read_bytes() == src.read_bytes()
     assert g.read_range("C:\\WazabiEDR\\driver.sys", 5, 7) == src.read_bytes()[5:12]

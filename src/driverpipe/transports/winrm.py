@@ -312,10 +312,12 @@ class WinRMGuest(BatchMixin):
 
     def push(self, local: Path, remote: str) -> PushResult:
         digest, size = sha256_file(local)
+        partial = partial_name(remote)
+        if size <= self.chunk_size():
+            return self._push_one_shot(local, remote, partial, digest, size)
         state = self.run_script("Get-FileSha256.ps1", {"Path": remote})
         if isinstance(state, dict) and state.get("exists") and str(state.get("sha256", "")).lower() == digest:
             return PushResult(remote, digest, False, size)
-        partial = partial_name(remote)
         step = self.chunk_size()
         try:
             with Path(local).open("rb") as fh:
@@ -338,6 +340,28 @@ class WinRMGuest(BatchMixin):
                 pass
             raise
         return PushResult(remote, digest, True, size)
+
+    def _push_one_shot(self, local: Path, remote: str, partial: str, digest: str, size: int) -> PushResult:
+        """A file that fits one chunk (a driver, its INF and catalog): written and hash-checked in ONE
+        round trip instead of three. Complete-FileUpload leaves an identical destination alone (so a
+        loaded driver's unchanged image is never touched) and says whether it replaced it."""
+        data = Path(local).read_bytes()
+        items: list[tuple[str, dict[str, Any]]] = [
+            ("Write-FileChunk.ps1", {"Path": partial, "Base64": base64.b64encode(data).decode("ascii"), "Offset": 0}),
+            ("Complete-FileUpload.ps1", {"Partial": partial, "Path": remote, "Sha256": digest}),
+        ]
+        try:
+            _, done = self.run_batch(items)
+        except KeyboardInterrupt:
+            raise  # no clean-up round trip after Ctrl-C (see push)
+        except BaseException:
+            try:
+                self.run_script("Complete-FileUpload.ps1", {"Partial": partial, "Discard": True}, timeout=30)
+            except Exception:  # the connection may be gone: a stray .partial is harmless
+                pass
+            raise
+        replaced = not (isinstance(done, dict) and done.get("replaced") is False)
+        return PushResult(remote, digest, replaced, size)
 
     def pull(self, remote: str, local: Path) -> None:
         local = Path(local)

@@ -1,7 +1,8 @@
 # Finishes a push: checks the uploaded partial file's SHA-256, then atomically
 # replaces the destination with it ([IO.File]::Replace on the same volume).
 # A hash mismatch deletes the partial and fails: the destination is never
-# half-written. -Discard only deletes the partial (cleanup after a failed push).
+# half-written; a destination that already has this content is left alone
+# (replaced = false). -Discard only deletes the partial (cleanup after a failed push).
 [CmdletBinding()]
 param(
     [Parameter(Mandatory)][string]$Partial,
@@ -23,6 +24,14 @@ if ($actual -ne $Sha256.ToLowerInvariant()) {
 }
 $size = (Get-Item -LiteralPath $Partial).Length
 if (Test-Path -LiteralPath $Path -PathType Leaf) {
+    # Already this content (a one-shot push sends without asking first): leave it alone, so a
+    # loaded driver's unchanged image is never replaced.
+    $existing = (Get-FileHash -LiteralPath $Path -Algorithm SHA256).Hash.ToLowerInvariant()
+    if ($existing -eq $actual) {
+        Remove-Item -LiteralPath $Partial -Force
+        ConvertTo-Json -InputObject ([pscustomobject]@{ sha256 = $actual; size = [int64]$size; replaced = $false }) -Compress -Depth 6
+        return
+    }
     try {
         [IO.File]::Replace($Partial, $Path, [NullString]::Value)
     } catch {
@@ -32,4 +41,4 @@ if (Test-Path -LiteralPath $Path -PathType Leaf) {
 } else {
     [IO.File]::Move($Partial, $Path)
 }
-ConvertTo-Json -InputObject ([pscustomobject]@{ sha256 = $actual; size = [int64]$size }) -Compress -Depth 6
+ConvertTo-Json -InputObject ([pscustomobject]@{ sha256 = $actual; size = [int64]$size; replaced = $true }) -Compress -Depth 6
