@@ -257,12 +257,13 @@ def test_changed_driver_redeploy_sends_each_small_file_in_one_round_trip(http_pe
     assert machine.services["WazabiEDR"].state == 4 and http_peer.stats.protocol_errors == []
 
 
-def test_first_deploy_prepares_reboots_and_reconnects_over_the_wire(project: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("tls", [False, True], ids=["http-encrypted", "https"])
+def test_first_deploy_prepares_reboots_and_reconnects_over_the_wire(project: Path, tmp_path: Path, tls: bool) -> None:
     """An unprepared guest: TESTSIGNING set, a reboot during which the endpoint drops every
     connection, new pools once it answers, then push, load and verify."""
     machine = FakeWindows()
     machine.files[DBGVIEW] = b"MZ fake Dbgview.exe"
-    with _peer_class()(machine, user=USER, password=PASSWORD, tls=False, work_dir=tmp_path / "peer") as peer:
+    with _peer_class()(machine, user=USER, password=PASSWORD, tls=tls, work_dir=tmp_path / "peer") as peer:
         ctx = _ctx(project, peer)
         pkg = _package(project)
         guest = connect(peer)
