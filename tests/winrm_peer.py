@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import functools
 import json
 import os
 import re
@@ -35,14 +36,13 @@ import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from driverpipe.core.scripts import SCRIPTS_DIR, load_script, script_text
-from driverpipe.parse.psgrammar import parse_script
+from driverpipe.core.scripts import SCRIPTS_DIR, load_script
+from driverpipe.parse.psgrammar import ScriptInfo, parse_script
 from driverpipe.transports.base import GuestScriptError
 
 LOOPBACK = "127.0.0.1"
@@ -81,7 +81,7 @@ class ProtocolError(Exception):
 
 
 def _shipped_scripts() -> dict[str, str]:
-    """Text as sent -> script name, for every shipped guest script."""
+    """Text as sent -> script name, for every shipped guest script (run directly or as a batch item)."""
     return {load_script(path): path.name for path in sorted(SCRIPTS_DIR.glob("*.ps1"))}
 
 
@@ -145,10 +145,15 @@ def _convert(script: str, name: str, declared: str, value: Any) -> Any:
     return value
 
 
+@functools.cache
+def _declared(script: str) -> ScriptInfo:
+    return parse_script(SCRIPTS_DIR / script)
+
+
 def bind(script: str, params: dict[str, Any]) -> dict[str, Any]:
     """Parameters bound to the script's param() block: names (case-insensitive, whole names), types,
     mandatory ones present. What PowerShell would refuse raises GuestScriptError."""
-    info = parse_script(SCRIPTS_DIR / script)
+    info = _declared(script)
     declared = {n.lower(): n for n in info.params}
     bound: dict[str, Any] = {}
     for given, value in params.items():
@@ -206,22 +211,16 @@ class Stats:
     batch_items: list[list[str]] = field(default_factory=list)  # the scripts inside each Invoke-Batch pipeline
     actions: list[str] = field(default_factory=list)  # every WSMan action, short name
     auth_rejected: int = 0
-    failed_bindings: list[str] = field(default_factory=list)  # what the binder refused, as PowerShell words it
     soap_requests: int = 0
     encrypted: int = 0  # SOAP requests that came sealed (multipart/encrypted)
     protocol_errors: list[str] = field(default_factory=list)
     requests: int = 0
-
-    @property
-    def round_trips(self) -> int:
-        return len(self.scripts)
 
 
 class _Pipeline:
     def __init__(self, psrp: Any, command_id: str):
         self.psrp = psrp
         self.command_id = command_id
-        self.started = False
         self.finished = False
         self.stop = threading.Event()
 
@@ -250,7 +249,6 @@ class WinRMPeer:
         basic: bool = False,
         allow_unencrypted: bool = False,
         work_dir: Path,
-        answer: Callable[[Any, str, dict[str, Any]], Any] | None = None,
     ):
         self.machine = machine
         self.user = user
@@ -265,8 +263,6 @@ class WinRMPeer:
         self.lock = threading.Condition()
         self.shells: dict[str, _Shell] = {}
         self.scripts = _shipped_scripts()
-        self.batch_scripts = {script_text(name): name for name in self.scripts.values()}
-        self._answer = answer or _fake_guest_answer
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._saved_env: str | None = None
@@ -316,33 +312,14 @@ class WinRMPeer:
         self.password_file.chmod(0o600)
 
     def _tls_context(self) -> ssl.SSLContext:
+        self.cert_pem, key_pem = self_signed_listener(self.work_dir)
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
 
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, LOOPBACK)])
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(__import__("ipaddress").ip_address(LOOPBACK))]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256())
-        )
-        self.cert_pem = self.work_dir / "listener.pem"
-        self.cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        key_pem = self.work_dir / "listener.key"
-        key_pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
         # RFC 5929 tls-server-end-point: the certificate's hash with its signature's hash (SHA-256 here).
+        der = x509.load_pem_x509_certificate(self.cert_pem.read_bytes()).public_bytes(serialization.Encoding.DER)
         digest = hashes.Hash(hashes.SHA256())
-        digest.update(cert.public_bytes(serialization.Encoding.DER))
+        digest.update(der)
         self.cert_hash = digest.finalize()
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self.cert_pem, key_pem)
@@ -595,7 +572,6 @@ class WinRMPeer:
         self.stats.params.append(dict(params))
         self.stats.wire_types.append({str(name): type(value).__name__ for name, value in command.parameters})
         pipe.psrp.start()
-        pipe.started = True
         threading.Thread(target=self._run, args=(shell, pipe, script, params), daemon=True).start()
 
     def _run(self, shell: _Shell, pipe: _Pipeline, script: str, params: dict[str, Any]) -> None:
@@ -610,14 +586,7 @@ class WinRMPeer:
                 self.knobs.drop_shell_on = None
                 self.drop_all_shells()
                 return
-            try:
-                bound = bind(script, params)
-            except GuestScriptError as exc:
-                with self.lock:
-                    self.stats.failed_bindings.append(exc.message)
-                raise
-            result = self._answer(self, script, bound)
-            outcome = ("ok", result)
+            outcome = ("ok", _fake_guest_answer(self, script, bind(script, params)))
         except GuestScriptError as exc:
             outcome = ("error", exc.message)
         except Exception as exc:  # a fake-guest bug: surfaces as a failed script, visibly
@@ -644,18 +613,16 @@ class WinRMPeer:
 
 
 def _fake_guest_answer(peer: WinRMPeer, script: str, params: dict[str, Any]) -> Any:
-    """Answer a bound script from the fake guest: file scripts against machine.files, the batch
-    runner item by item (each item bound like a splat), everything else through the handlers."""
+    """Answer a bound script from the fake guest's handlers; the batch runner item by item, each
+    item bound like a splat."""
     from fakes.guest import HANDLERS
 
-    machine = peer.machine
-    files = machine.files
     if script == "Invoke-Batch.ps1":
         results: list[dict[str, Any]] = []
         items = json.loads(params["ItemsJson"])
-        peer.stats.batch_items.append([peer.batch_scripts.get(item.get("script"), "?") for item in items])
+        peer.stats.batch_items.append([peer.scripts.get(item.get("script"), "?") for item in items])
         for item in items:
-            name = peer.batch_scripts.get(item.get("script"))
+            name = peer.scripts.get(item.get("script"))
             try:
                 if name is None:
                     raise GuestScriptError("a batch item that is not a shipped script")
@@ -665,56 +632,10 @@ def _fake_guest_answer(peer: WinRMPeer, script: str, params: dict[str, Any]) -> 
                 results.append({"ok": False, "error": exc.message})
                 break
         return results
-    if script == "Get-FileSha256.ps1":
-        data = files.get(params["Path"])
-        if data is None:
-            return {"exists": False, "sha256": "", "size": 0}
-        import hashlib
-
-        return {"exists": True, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-    if script == "Write-FileChunk.ps1":
-        path, offset = params["Path"], params["Offset"]
-        chunk = base64.b64decode(params["Base64"])
-        current = b"" if offset == 0 else files.get(path)
-        if current is None:
-            raise GuestScriptError(f"Could not find file '{path}'.")
-        if len(current) != offset:
-            raise GuestScriptError(f"chunk offset {offset} does not match the partial file's length {len(current)}")
-        files[path] = current + chunk
-        return {"size": len(files[path])}
-    if script == "Complete-FileUpload.ps1":
-        partial = params["Partial"]
-        if params.get("Discard"):
-            files.pop(partial, None)
-            return {"discarded": True}
-        import hashlib
-
-        data = files.get(partial)
-        if data is None:
-            raise GuestScriptError(f"Cannot find path '{partial}' because it does not exist.")
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != params["Sha256"].lower():
-            files.pop(partial, None)
-            raise GuestScriptError(f"uploaded file hash {actual} does not match the local file ({params['Sha256']}); nothing was replaced")
-        existing = files.get(params["Path"])
-        if existing is not None and hashlib.sha256(existing).hexdigest() == actual:
-            files.pop(partial)
-            return {"sha256": actual, "size": len(data), "replaced": False}
-        if params["Path"].lower() in machine.running_images():
-            raise GuestScriptError("The process cannot access the file because it is being used by another process.")
-        files[params["Path"]] = files.pop(partial)
-        return {"sha256": actual, "size": len(data), "replaced": True}
-    if script == "Read-FileRange.ps1":
-        data = files.get(params["Path"])
-        offset = params.get("Offset", 0)
-        if data is None:
-            return {"exists": False, "size": 0, "offset": offset, "base64": ""}
-        part = data[offset : offset + max(0, params["Count"])]
-        return {"exists": True, "size": len(data), "offset": offset, "base64": base64.b64encode(part).decode()}
     handler = HANDLERS.get(script.lower())
     if handler is None:
         raise GuestScriptError(f"the test endpoint has no answer for {script}")
-    return handler(machine, params)
+    return handler(peer.machine, params)
 
 
 class WSManFault(Exception):
@@ -744,6 +665,37 @@ def _duration(text: str) -> float:
     if not found:
         raise ProtocolError(f"bad OperationTimeout {text!r}")
     return int(found.group(1) or 0) * 60 + float(found.group(2) or 0)
+
+
+def self_signed_listener(directory: Path) -> tuple[Path, Path]:
+    """A WinRM HTTPS listener's self-signed certificate for 127.0.0.1 and its key, as PEM files."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, LOOPBACK)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(LOOPBACK))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / "listener.pem", directory / "listener.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return cert_path, key_path
 
 
 # ----------------------------------------------------------------------------------------------

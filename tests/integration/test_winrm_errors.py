@@ -8,7 +8,6 @@ Only 127.0.0.1 is ever contacted.
 
 from __future__ import annotations
 
-import datetime
 import socket
 import ssl
 import threading
@@ -22,6 +21,7 @@ import pytest
 
 from driverpipe.core.errors import ConfigError, EnvironmentProblem, ExitCode
 from driverpipe.transports.winrm import WinRMGuest
+from winrm_peer import self_signed_listener
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -194,36 +194,9 @@ def test_server_that_never_answers_times_out_with_a_clear_line(silent_server: in
     assert info.value.hint and "read_timeout" in info.value.hint
 
 
-def _self_signed(tmp: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(__import__("ipaddress").ip_address(LOOPBACK))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp / "listener.pem", tmp / "listener.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    return cert_path, key_path
-
-
 @pytest.fixture
 def tls_401(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_listener(tmp_path)
     server = _Server(["Negotiate"])
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
