@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import secrets
 import statistics
 import sys
 import tempfile
@@ -35,7 +36,7 @@ from fakes.guest import FakeWindows  # noqa: E402
 from fakes.package import StubPackage  # noqa: E402
 from winrm_peer import WinRMPeer  # noqa: E402
 
-PASSWORD = "bench-Pa55"
+PASSWORD = secrets.token_urlsafe(16)  # a throwaway for the loopback endpoint, never written anywhere
 
 
 def measure(root: Path, tls: bool, runs: int) -> None:

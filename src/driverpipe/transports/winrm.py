@@ -334,10 +334,7 @@ class WinRMGuest(BatchMixin):
         except KeyboardInterrupt:
             raise  # no clean-up round trip after Ctrl-C: a stray .partial is harmless, a hang is not
         except BaseException:
-            try:
-                self.run_script("Complete-FileUpload.ps1", {"Partial": partial, "Discard": True}, timeout=30)
-            except Exception:  # the connection may be gone: a stray .partial is harmless
-                pass
+            self._discard_partial(partial)
             raise
         return PushResult(remote, digest, True, size)
 
@@ -355,13 +352,17 @@ class WinRMGuest(BatchMixin):
         except KeyboardInterrupt:
             raise  # no clean-up round trip after Ctrl-C (see push)
         except BaseException:
-            try:
-                self.run_script("Complete-FileUpload.ps1", {"Partial": partial, "Discard": True}, timeout=30)
-            except Exception:  # the connection may be gone: a stray .partial is harmless
-                pass
+            self._discard_partial(partial)
             raise
         replaced = not (isinstance(done, dict) and done.get("replaced") is False)
         return PushResult(remote, digest, replaced, size)
+
+    def _discard_partial(self, partial: str) -> None:
+        """Best-effort removal of a failed push's partial file."""
+        try:
+            self.run_script("Complete-FileUpload.ps1", {"Partial": partial, "Discard": True}, timeout=30)
+        except Exception:  # the connection may be gone: a stray .partial is harmless
+            pass
 
     def pull(self, remote: str, local: Path) -> None:
         local = Path(local)
