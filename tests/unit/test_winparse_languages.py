@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from conftest import CORPUS
 from driverpipe.parse.bcdedit import parse_bcdedit_set
 from driverpipe.parse.bcdedit import testsigning_enabled as ts_enabled
 from driverpipe.parse.dbgview import parse_bytes
@@ -20,7 +21,7 @@ from driverpipe.parse.tools import parse_pnputil_add, parse_verifier
 from driverpipe.parse.winparse import diagnose_sc_error, parse_sc_output
 
 HERE = Path(__file__).resolve().parents[1] / "corpus"
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "corpus"
+SHARED = CORPUS
 
 
 def text(rel: str) -> str:

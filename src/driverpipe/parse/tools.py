@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .text import _PROMPT, _lines, _strip_log_prefix
+from .text import _PROMPT, _lines
 
 # --------------------------------------------------------------------------------------------
 # verifier.exe (/querysettings, /query) and pnputil.exe (/add-driver)
@@ -54,7 +54,7 @@ def parse_verifier(text: str) -> VerifierReport:
     """`verifier /querysettings` and `/query` in any display language: drivers are found by their
     `.sys` names and the numbers printed with them, flags by their 8-digit hex value."""
     report = VerifierReport()
-    for line in _strip_log_prefix(_lines(text)):
+    for line in _lines(text):
         stripped = line.strip()
         if not stripped or _PROMPT.match(line) or stripped.lower().startswith("verifier "):
             continue
