@@ -126,7 +126,7 @@ def _is_type_line(fields: list[tuple[str, str]], i: int) -> bool:
     return fields[i][0].strip().upper() == "TYPE" or _shape(fields[i][1]) == "type"
 
 
-_NAME_LABEL = re.compile(r"^[^\W\d]\w*$")  # SERVICE_NAME, NOMBRE_SERVICIO, 服务名称: one word, no spaces or brackets
+_NAME_LABEL = re.compile(r"^[^\W\d]\w+$")  # SERVICE_NAME, NOMBRE_SERVICIO, 服务名称: one word (not a drive letter)
 
 
 def _names(before: list[tuple[str, str]]) -> dict[str, str]:
