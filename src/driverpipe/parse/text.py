@@ -110,7 +110,8 @@ def _lines(text: str | bytes) -> list[str]:
     """Lines through the shared decoding: no CR, no '// ' quoting prefix, no markdown emphasis around
     them, no log prefix (when most lines carry one)."""
     text = normalize_text(text)
-    lines = [_QUOTE_PREFIX.sub("", line.rstrip("\r")) for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    # `\r\r\n` (text mode written twice) is one line end, not a blank line.
+    lines = [_QUOTE_PREFIX.sub("", line.rstrip("\r")) for line in text.split("\n")]
     return [_MD_TAIL.sub("", _MD_LEAD.sub(r"\1", line)) for line in _strip_log_prefix(lines)]
 
 

@@ -101,13 +101,15 @@ _ERROR_WORDS = {"IGNORE", "NORMAL", "SEVERE", "CRITICAL"}
 _TYPE_WORD = re.compile(r"^(?:KERNEL_DRIVER|FILE_SYSTEM_DRIVER|WIN32\w*|USER_\w+|INTERACTIVE\w*|ADAPTER|RECOGNIZER_DRIVER)\b")
 _EXIT_VALUE = re.compile(r"^-?\d+\s+\(0x[0-9a-fA-F]+\)")
 _HEX_VALUE = re.compile(r"^0x[0-9a-fA-F]+$")
+_HEX_TYPE = re.compile(r"^\s*[0-9a-fA-F]+\s+(\S.*)$")
 
 
 def _shape(value: str) -> str:
     """What sc.exe field a value looks like: "type", "state", "start" or ""."""
     number, word = _int_field(value)
     if number is None:
-        return ""
+        hex_type = _HEX_TYPE.match(value)  # sc.exe prints TYPE in hex: `e0  USER_SHARE_PROCESS INSTANCE`
+        return "type" if hex_type and _TYPE_WORD.match(hex_type.group(1)) else ""
     word0 = word.split()[0] if word else ""
     if word0 in _STATE_WORDS:
         return "state"
