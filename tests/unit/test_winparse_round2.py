@@ -302,3 +302,21 @@ def test_a_failure_line_added_to_any_sc_output_is_never_ok(path: Path) -> None:
             for variant in _variants(joined.encode("utf-8")).values():
                 r = parse_sc_output(variant)
                 assert (not r.ok and r.code in (577, 1275)) or (r.failed and not r.ok), (line, variant[:80])
+
+
+def _bold(text: str) -> str:
+    """Every line as a markdown copy may carry it: bold around the text, its indentation kept (lines
+    already starting or ending with a star, like a debugger's banner, are left as they are)."""
+    out = []
+    for line in text.split("\n"):
+        body = line.strip(" \t")
+        indent = line[: len(line) - len(line.lstrip(" \t"))]
+        out.append(f"{indent}**{body}**" if body and not body.startswith("*") and not body.endswith("*") else line)
+    return "\n".join(out)
+
+
+@pytest.mark.parametrize("path", FILES, ids=[f"{p.parent.parent.name}/{p.parent.name}/{p.name}" for p in FILES])
+def test_markdown_bold_around_every_line_changes_no_answer(path: Path) -> None:
+    plain = path.read_bytes().decode("utf-8", "replace").lstrip("\ufeff").replace("\r\n", "\n")
+    for kind, parser in PARSERS.items():
+        assert repr(parser(_bold(plain))) == repr(parser(plain)), kind

@@ -17,6 +17,8 @@ _PROMPT = re.compile(r"^\s*(?:[`*_]+|>\s)*\s*(?:PS\b[^>]*>|(?:[A-Za-z]|\*+)?:\\[
 # Markdown emphasis and code marks around or after a message (`**[SC] ... FAILED 5:**`, "text.****", "`x`").
 _MD_LEAD = re.compile(r"^(\s*)(?:\*+|`+)+(?=\S)")
 _MD_TAIL = re.compile(r"(?:\*{2,}|`+)+\s*$")
+_MD_ONLY = re.compile(r"^\s*[*`]+\s*$")  # a line of marks only (what a bold blank line leaves)
+_MD_BOLD = re.compile(r"\*{2,}(?=\S)|(?<=\S)\*{2,}")  # `**Label:** value` inside a line (backticks inside are kept: kd addresses use them)
 
 
 def _single_bytes(text: str) -> bytes | None:
@@ -110,9 +112,10 @@ def _lines(text: str | bytes) -> list[str]:
     """Lines through the shared decoding: no CR, no '// ' quoting prefix, no markdown emphasis around
     them, no log prefix (when most lines carry one)."""
     text = normalize_text(text)
-    # `\r\r\n` (text mode written twice) is one line end, not a blank line.
-    lines = [_QUOTE_PREFIX.sub("", line.rstrip("\r")) for line in text.split("\n")]
-    return [_MD_TAIL.sub("", _MD_LEAD.sub(r"\1", line)) for line in _strip_log_prefix(lines)]
+    # `\r\r\n` (text mode written twice) is one line end, not a blank line. Decorations before a quote or
+    # log prefix (`**// x**`, `**2024-... | x**`) and after it (`... | **[SC] ...**`) both go.
+    lines = [_QUOTE_PREFIX.sub("", _MD_LEAD.sub(r"\1", line.rstrip("\r"))) for line in text.split("\n")]
+    return [_MD_BOLD.sub("", _MD_TAIL.sub("", _MD_LEAD.sub(r"\1", _MD_ONLY.sub("", line)))) for line in _strip_log_prefix(lines)]
 
 
 def plain_text(text: str | bytes) -> str:
@@ -123,7 +126,7 @@ def plain_text(text: str | bytes) -> str:
 # A log or CI prefix before each line: `2024-05-01 12:00:00.123 `, `2024-05-01 12:00:00 | pid 42 | `, `[12:00:00] `,
 # `INFO: `, `[+] `, `##[debug]`.
 _LOG_PREFIX = re.compile(
-    r"^(?:\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?(?:\s*\|(?:\s*[\w.-]+(?:\s+[\w.-]+)?\s*\|)*)?\s+"
+    r"^(?:\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?(?:\s*\|(?:\s*[\w.-]+(?:\s+[\w.-]+)?\s*\|)*\s*|\s+)"
     r"|\[\d{1,2}:\d{2}:\d{2}(?:[.,]\d+)?\]\s*|(?:INFO|DEBUG|WARN(?:ING)?|ERROR|TRACE)\s*[:|-]\s*|\[[+*!-]\]\s|##\[\w+\])"
 )
 
