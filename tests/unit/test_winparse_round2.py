@@ -98,7 +98,8 @@ MESSAGES = [
 @pytest.mark.parametrize("bom", ["", "\ufeff"])
 def test_utf16_read_as_bytes_is_decoded_in_any_language(message: str, bom: str) -> None:
     raw = (bom + message).encode("utf-16-le")
-    assert normalize_text(raw.decode("latin-1")) == message
+    for single_byte in ("latin-1", "cp437", "cp866"):  # however the bytes were read as text
+        assert normalize_text(raw.decode(single_byte)) == message, single_byte
     assert decode_native(raw, 866) == message and decode_native(raw, 65001) == message
     r = parse_sc_output(raw.decode("latin-1"))
     assert r.code == 577 and not r.ok
@@ -183,6 +184,18 @@ def test_pnputil_enum_drivers(rel: str, packages: list[tuple[str, str | None, st
     found = parse_pnputil_enum(text(rel))
     assert [(p.published, p.original, p.signer) for p in found] == packages
     assert found[0].version and found[0].provider
+
+
+@pytest.mark.parametrize(
+    ("rel", "published", "added", "message"),
+    [
+        ("pnputil/a_legacy_ok.txt", "oem9.inf", 1, ""),
+        ("pnputil/a_legacy_failed_no_signature_info.txt", None, 0, "The third-party INF does not contain digital signature information."),
+    ],
+)
+def test_pnputil_legacy_add(rel: str, published: str | None, added: int, message: str) -> None:
+    r = parse_pnputil_add(text(rel))
+    assert (r.published, r.total, r.added, r.message, r.ok) == (published, 1, added, message, bool(published))
 
 
 def test_the_package_not_signed_by_the_test_certificate_is_named() -> None:

@@ -22,8 +22,8 @@ _MD_BOLD = re.compile(r"\*{2,}(?=\S)|(?<=\S)\*{2,}")  # `**Label:** value` insid
 
 
 def _single_bytes(text: str) -> bytes | None:
-    """The bytes a single-byte reading (latin-1 or cp1252) turned into `text`, or None."""
-    for codec in ("latin-1", "cp1252"):
+    """The bytes a single-byte reading (latin-1, cp1252, or a common OEM code page) turned into `text`, or None."""
+    for codec in ("latin-1", "cp1252", "cp437", "cp850", "cp866"):
         try:
             return text.encode(codec)
         except UnicodeEncodeError:
