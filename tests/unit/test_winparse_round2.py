@@ -107,6 +107,9 @@ def test_utf16_read_as_bytes_is_decoded_in_any_language(message: str, bom: str) 
 
 def test_single_byte_text_is_left_alone() -> None:
     assert normalize_text("STATE : 4 RUNNING") == "STATE : 4 RUNNING"
+    assert normalize_text("SERVICE_NAME: WazabiEDR\x00") == "SERVICE_NAME: WazabiEDR"  # a stray NUL is not UTF-16
+    cjk = "署名\u3000一二三\u3000検証\r\n"  # ideographic spaces and U+4E00: NULs at even offsets too
+    assert normalize_text(cjk.encode("utf-16-le").decode("latin-1")) == cjk
     assert decode_native("Состояние".encode("cp866"), 866) == "Состояние"
     assert decode_native(b"\xef\xbb\xbfok", 65001) == "ok"
 

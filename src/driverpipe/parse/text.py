@@ -7,6 +7,7 @@ import base64
 import binascii
 import codecs
 import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,20 +33,21 @@ def _single_bytes(text: str) -> bytes | None:
 
 
 def utf16_body(data: bytes) -> bytes | None:
-    """`data` (without its BOM) when it is UTF-16LE text, else None. Told by the pattern, not by a share
-    of ASCII: NULs at odd offsets (the high byte of every ASCII character, spaces and line ends included,
-    whatever the language) more often than at even ones, and a UTF-16LE decoding without control characters
-    where the single-byte reading has NULs."""
+    """`data` (without its BOM) when it is UTF-16LE text, else None. Told by the pattern, not by a share of
+    ASCII (a Russian or Japanese message has few ASCII characters): the single-byte reading has NULs, and the
+    UTF-16LE reading is clean (no control, unassigned or private-use characters) and has spaces or line ends,
+    whose NUL high bytes sit at odd offsets whatever the language."""
     body = data[2:] if data[:2] == b"\xff\xfe" else data
     body = body[: len(body) // 2 * 2]
-    odd = body[1::2].count(0)
-    if len(body) < 4 or odd == 0 or odd < 2 * body[0::2].count(0):
+    if len(body) < 4 or 0 not in body:
         return None
     try:
         decoded = body.decode("utf-16-le")
     except UnicodeDecodeError:
         return None
-    if any((ord(c) < 32 and c not in "\t\r\n\f") or c in "\ufffe\uffff" for c in decoded):
+    if not any(c in decoded for c in " \n\t"):
+        return None
+    if any((ord(c) < 32 and c not in "\t\r\n\f") or unicodedata.category(c) in ("Cn", "Co", "Cs") for c in decoded):
         return None
     return body
 

@@ -233,7 +233,7 @@ def parse_sc_output(text: str | bytes, service: str | None = None) -> ScResult:
                 result.calls.append(ScCall(failed.group(1), int(failed.group(2)), False))
                 continue
             success = _SC_SUCCESS.search(stripped)
-            if success:
+            if success and success.group(2).upper() not in ("FAILED", "ERROR"):  # a FAILED line cut before its code is no success
                 result.calls.append(ScCall(success.group(1), 0, True))
             continue
         if in_failure:
@@ -256,10 +256,8 @@ def parse_sc_output(text: str | bytes, service: str | None = None) -> ScResult:
         want = result.records[0].fields.get("SERVICE_NAME", "").strip().lower()
     named = [r for r in result.records if want and r.fields.get("SERVICE_NAME", "").strip().lower() == want]
     chosen = named[-1] if named else None
-    if chosen is None and len(result.records) == 1 and (not service or not result.records[0].fields.get("SERVICE_NAME")):
-        chosen = result.records[0]  # one record whose name line was cut off
-    if chosen is None and len(result.records) == 1 and service:
-        chosen = result.records[0]  # one record whose name differs in case/spacing from the command's
+    if chosen is None and len(result.records) == 1:
+        chosen = result.records[0]  # one record whose name line was cut off, or differs from the command's name
     if chosen is None:
         return result
     f = chosen.fields
