@@ -141,6 +141,9 @@ def test_signtool_newer_file_header(rel: str, ok: bool, verifying: list[str], er
         ("osslsigncode/verify_1x_number_of_signers.txt", True, "WazabiEDR Test Signing"),
         ("osslsigncode/verify_failed_digest_mismatch.txt", False, None),
         ("osslsigncode/verify_chain_error_pkcs7.txt", False, "WazabiEDR Test Signing"),
+        ("osslsigncode/real_2_9_verify_ok_cafile.txt", True, "WazabiEDR Test Signing"),
+        ("osslsigncode/real_2_9_verify_untrusted_self_signed.txt", False, "WazabiEDR Test Signing"),
+        ("osslsigncode/real_2_9_verify_tampered_digest_mismatch.txt", False, None),
     ],
 )
 def test_osslsigncode_verify(rel: str, ok: bool, signer: str | None) -> None:
