@@ -82,6 +82,7 @@ def test_sc_call_api_has_no_stray_colon() -> None:
     assert parse_sc_output("[SC] OpenService: FAILED 1060:\n").calls[0].api == "OpenService"
     assert parse_sc_output("[SC] EnumQueryServicesStatus:OpenService FAILED 1060:\n").calls[0].api == "EnumQueryServicesStatus:OpenService"
     assert parse_sc_output("[SC] DeleteService: SUCCESS\n").calls[0].api == "DeleteService"
+    assert [(c.api, c.code) for c in parse_sc_output("[SC] StartService：エラー：577：\n").calls] == [("StartService", 577)]
 
 
 # ----------------------------------------------------------------------------- UTF-16 read as single bytes, any language

@@ -19,8 +19,8 @@ from .text import _PROMPT, _lines, normalize_text
 
 # `[SC] StartService FAILED 1275:` / `[SC] EnumQueryServicesStatus:OpenService FAILED 1060:` /
 # `[SC] StartService: ошибка: 577:`. The failure word is localized (and may be several words): anything without digits.
-_SC_FAILED = re.compile(r"\[SC\]\s+(\w+(?::\w+)*)\s*:?\s+\D*?(\d+)\s*:")
-_SC_SUCCESS = re.compile(r"\[SC\]\s+(\w+(?::\w+)*)\s*:?\s+(\S+)\s*$")
+_SC_FAILED = re.compile(r"\[SC\]\s+(\w+(?::\w+)*)(?:\s*[:：]\s*|\s+)\D*?(\d+)\s*[:：]")  # a CJK full-width colon too
+_SC_SUCCESS = re.compile(r"\[SC\]\s+(\w+(?::\w+)*)(?:\s*[:：]\s*|\s+)(\S+)\s*$")
 SC_UNREADABLE = -1  # sc_code's answer for output with neither a `[SC]` line nor a service record
 # `LABEL : value`; the label may be localized (NOMBRE_SERVICIO, CÓD_SALIDA_WIN32, 服务名称...): any text without a colon.
 _FIELD = re.compile(r"^\s*([^\s:][^:]*?)\s*:\s?(.*?)\s*$")
