@@ -227,6 +227,7 @@ def check_target(ctx: RunContext, target_name: str) -> Iterable[Check]:
         if lease is not None:
             yield Check(f"target {target.name}: lease", "warn" if leased else "ok", f"leased by {describe(leased)}" if leased else "not leased")
         yield from guest_state_checks(state, target.test_machine)
+        yield from driver_store_checks(ctx, state)
     except PipelineError as exc:
         yield Check(f"target {target.name}: state", "missing", exc.message, exc.hint or "")
     finally:
@@ -258,6 +259,31 @@ def guest_state_checks(state: Any, test_machine: bool) -> Iterable[Check]:
     yield row("guest: TESTSIGNING on", get("testsigning"), "", f"bcdedit /set testsigning on + reboot ({prep})")
     yield row("guest: Debug Print Filter", get("debug_filter_ok"), str(get("debug_filter") or ""), f"DEFAULT=0xF under Debug Print Filter + reboot ({prep})")
     yield row("guest: DebugView present", get("debugview_present"), "", "set debugview.source in pyproject; deploy installs it")
+
+
+def driver_store_checks(ctx: RunContext, state: Any) -> Iterable[Check]:
+    """This driver's packages in the guest's driver store (`pnputil /enum-drivers`) signed by anything but the test certificate."""
+    raw = (getattr(state, "raw", None) or {}).get("driver_packages")
+    if not isinstance(raw, dict) or raw.get("rc") != 0:
+        return  # an older pnputil without /enum-drivers, or a dry/fake state
+    from .image.package import package_name
+    from .parse.text import native_text
+    from .parse.tools import foreign_signed, parse_pnputil_enum
+    from .signing.certs import common_name
+
+    try:
+        inf = f"{package_name(ctx)}.inf"
+    except PipelineError:
+        return  # no crate here: nothing to name
+    signer = common_name(str(ctx.config.project.sign.cert_subject))
+    others = foreign_signed(parse_pnputil_enum(native_text(raw)), inf, signer)
+    detail = ", ".join(f"{p.published} signed by {p.signer or 'nobody Windows could name'}" for p in others)
+    yield Check(
+        f"guest: driver store signer of {inf}",
+        "warn" if others else "ok",
+        detail or f"every package signed by {signer}",
+        f"pnputil /delete-driver <oemNN.inf> /uninstall on the guest, then `invoke deploy` (expected signer: {signer})" if others else "",
+    )
 
 
 def _render(checks: list[Check]) -> str:

@@ -65,6 +65,7 @@ def get_guest_state(m: FakeWindows, p: dict[str, Any]) -> dict[str, Any]:
         "debugview_present": (p["DebugViewPath"] in m.files) if p.get("DebugViewPath") else None,
         "sc_qc": native_result(m, m.sc("qc", svc)),
         "sc_query": native_result(m, m.sc("query", svc)),
+        "driver_packages": native_result(m, m.pnputil_enum_drivers()),
         "boot_time": m.boot_time,
         "pending_reboot": False,
     }

@@ -154,6 +154,7 @@ class FakeWindows:
     oem_code_page: int = 437  # what native tools' redirected output is encoded in
     native_labels: dict[str, str] = field(default_factory=dict)  # English label -> this display language's (sc.exe, bcdedit)
     powershell_decodes_as: str | None = None  # a codec other than the OEM one: PowerShell's own `output` is mojibake
+    driver_store: list[tuple[str, str, str]] = field(default_factory=list)  # (oemNN.inf, original INF, signer) as pnputil lists them
     # state
     boot_time: int = FILETIME_2026
     boot_count: int = 0
@@ -333,6 +334,23 @@ class FakeWindows:
         self.files[f"C:\\Windows\\Minidump\\112326-{self.boot_count:02d}.dmp"] = b"PAGEDU64" + b"\0" * 56
         self.down = True
         self._down_left = max(1, self.down_attempts)
+
+    # ---- pnputil ------------------------------------------------------------------------------
+    def pnputil_enum_drivers(self) -> tuple[int, str]:
+        """`pnputil /enum-drivers` in its Windows 10/11 layout."""
+        lines = ["Microsoft PnP Utility", ""]
+        for published, original, signer in self.driver_store:
+            lines += [
+                f"Published Name:     {published}",
+                f"Original Name:      {original}",
+                "Provider Name:      Wazabi",
+                "Class Name:         System devices",
+                "Class GUID:         {4d36e97d-e325-11ce-bfc1-08002be10318}",
+                "Driver Version:     12/06/2026 0.1.0.0",
+                f"Signer Name:        {signer}",
+                "",
+            ]
+        return 0, "\r\n".join(lines)
 
     # ---- bcdedit ------------------------------------------------------------------------------
     def bcdedit_enum_current(self) -> tuple[int, str]:

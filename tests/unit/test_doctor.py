@@ -93,3 +93,21 @@ def test_doctor_shows_who_holds_the_target(project: Path, monkeypatch: pytest.Mo
     assert checks["target lab: lease"].status == "warn" and "leased by ci@runner-7 (pid 4242" in checks["target lab: lease"].detail
     assert checks["target lab: lock"].status == "warn" and "in use by" in checks["target lab: lock"].detail
     assert json.loads(machine.files["C:\\WazabiEDR\\.driverpipe-lease.json"])["token"] == "other", "doctor takes nothing"
+
+
+def test_a_driver_store_package_of_ours_signed_otherwise_is_named(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    machine = FakeWindows.prepared()
+    monkeypatch.setattr("driverpipe.transports.connect.open_guest", lambda ctx, target: FakeGuest(machine, "lab"))
+    monkeypatch.setattr("driverpipe.image.package.package_name", lambda ctx: "WazabiEDR_Driver")  # the fixture has no crate
+    ctx, _ = _ctx(project)
+    inf = "WazabiEDR_Driver.inf"
+    machine.driver_store = [
+        ("oem3.inf", "netkvm.inf", "Microsoft Windows Hardware Compatibility Publisher"),
+        ("oem9.inf", inf.lower(), "WazabiEDR Test Signing"),
+    ]
+    row = f"guest: driver store signer of {inf}"
+    assert rows(doctor.collect(ctx, target="lab", tasks=["deploy"]))[row] == "ok"
+    machine.driver_store.append(("oem7.inf", inf.lower(), "WDKTestCert builder,133780000000000000"))
+    checks = doctor.collect(ctx, target="lab", tasks=["deploy"])
+    found = next(c for c in checks if c.name == row)
+    assert found.status == "warn" and found.detail == "oem7.inf signed by WDKTestCert builder,133780000000000000"

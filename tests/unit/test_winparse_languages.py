@@ -1,18 +1,16 @@
 """Windows output in any language and every real shape (tests/corpus + the shared corpus).
 
 Each file in tests/corpus has its expected parse here (sources: tests/corpus/SOURCES.md).
-Every parser is also fed every corpus file with LF, CRLF, a BOM, and as UTF-16LE bytes
-read as single-byte text, and must give the same answer each time.
+Every parser fed every corpus file in every encoding: tests/unit/test_winparse_round2.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from conftest import CORPUS
 from driverpipe.parse.bcdedit import parse_bcdedit_set
 from driverpipe.parse.bcdedit import testsigning_enabled as ts_enabled
 from driverpipe.parse.dbgview import parse_bytes
@@ -20,7 +18,7 @@ from driverpipe.parse.tools import parse_pnputil_add, parse_verifier
 from driverpipe.parse.winparse import diagnose_sc_error, parse_sc_output
 
 HERE = Path(__file__).resolve().parents[1] / "corpus"
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "corpus"
+SHARED = CORPUS
 
 
 def text(rel: str) -> str:
@@ -158,47 +156,6 @@ def test_pnputil_add_driver(rel: str, published: str | None, added: int, message
 
 
 # ----------------------------------------------------------------------------- every file, every encoding
-
-
-def _variants(raw: bytes) -> dict[str, str]:
-    body = raw.decode("utf-8", "replace").lstrip("\ufeff")
-    lf = body.replace("\r\n", "\n")
-    crlf = lf.replace("\n", "\r\n")
-    return {
-        "lf": lf,
-        "crlf": crlf,
-        "bom": "\ufeff" + crlf,
-        "utf16-as-bytes": ("\ufeff" + crlf).encode("utf-16-le").decode("latin-1"),
-    }
-
-
-def _sc(t: str) -> Any:
-    r = parse_sc_output(t)
-    return (r.code, r.message, r.service_name, r.state, r.win32_exit_code, r.start_type, r.binary_path, len(r.records))
-
-
-def _bcd(t: str) -> Any:
-    return ts_enabled(t), parse_bcdedit_set(1, t).outcome
-
-
-def _verifier(t: str) -> Any:
-    r = parse_verifier(t)
-    return r.flags, r.options, r.drivers
-
-
-def _pnp(t: str) -> Any:
-    r = parse_pnputil_add(t)
-    return r.published, r.total, r.added, r.message
-
-
-PARSERS: dict[str, Callable[[str], Any]] = {"sc": _sc, "bcdedit": _bcd, "verifier": _verifier, "pnputil": _pnp}
-FILES = [(kind, p) for base in (HERE, SHARED) for kind in PARSERS for p in sorted((base / kind).glob("*")) if p.is_file()]
-
-
-@pytest.mark.parametrize(("kind", "path"), FILES, ids=[f"{p.parent.parent.name}/{k}/{p.name}" for k, p in FILES])
-def test_every_parser_gives_the_same_answer_in_every_encoding(kind: str, path: Path) -> None:
-    answers = {name: PARSERS[kind](variant) for name, variant in _variants(path.read_bytes()).items()}
-    assert len({repr(a) for a in answers.values()}) == 1, answers
 
 
 DBGVIEW = [p for base in (HERE, SHARED) for p in sorted((base / "dbgview").glob("*")) if p.is_file()]

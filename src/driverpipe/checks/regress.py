@@ -25,6 +25,7 @@ from typing import Any
 from ..core.context import RunContext
 from ..core.errors import ConfigError, EnvironmentProblem, ExitCode, PipelineError
 from ..core.files import safe_basename
+from ..parse.bugcheck import parse_bugcheck_message
 
 SUITE_DIR = ("tests", "vm")
 
@@ -171,17 +172,6 @@ def build_manifest_features(ctx: RunContext) -> list[str]:
         return []
     features = data.get("features") or []
     return [str(f) for f in features] if isinstance(features, list) else []
-
-
-BUGCHECK_RE = re.compile(r"0x([0-9a-fA-F]{8})\s*\(\s*(0x[0-9a-fA-F]+)\s*,\s*(0x[0-9a-fA-F]+)\s*,\s*(0x[0-9a-fA-F]+)\s*,\s*(0x[0-9a-fA-F]+)\s*\)")
-
-
-def parse_bugcheck_message(text: str) -> tuple[str, list[str]] | None:
-    """Code and the four parameters from an Event 1001 'The bugcheck was: ...' message."""
-    match = BUGCHECK_RE.search(text or "")
-    if not match:
-        return None
-    return "0x" + match.group(1).lower(), [p.lower() for p in match.groups()[1:]]
 
 
 def read_evidence(session: RegressSession) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .text import _PROMPT, _lines, _strip_log_prefix
+from .text import _PROMPT, _lines
 
 # --------------------------------------------------------------------------------------------
 # bcdedit
@@ -35,7 +35,7 @@ _VALUE_COLUMN = 24  # bcdedit pads keys to this column
 
 def parse_bcdedit(text: str) -> list[BcdEntry]:
     """Sections of `bcdedit` / `bcdedit /enum ...` output, found by the dashed underline of each heading."""
-    raw = _strip_log_prefix(_lines(text))
+    raw = _lines(text)
     lines = [_HEADING_ARTIFACT.sub("", line) if not line.startswith((" ", "\t")) else line for line in raw]
     entries: list[BcdEntry] = []
     current: BcdEntry | None = None
@@ -170,7 +170,7 @@ _DENIED = re.compile(
 
 def parse_bcdedit_set(rc: int | None, text: str) -> BcdSetResult:
     """The outcome of `bcdedit /set`: its exit code decides success; the words only say why it failed."""
-    lines = [ln.strip() for ln in _strip_log_prefix(_lines(text)) if ln.strip() and not _PROMPT.match(ln)]
+    lines = [ln.strip() for ln in _lines(text) if ln.strip() and not _PROMPT.match(ln)]
     last = lines[-1] if lines else ""
     if rc == 0:
         return BcdSetResult("ok", last)

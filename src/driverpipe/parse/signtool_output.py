@@ -1,16 +1,20 @@
 """Read `signtool verify /v [/pa|/kp] [/c cat|/a]` output.
 
-Tolerates what published/captured outputs do to it (corpus/signtool): any
+Tolerates what published/captured outputs do to it (corpus/signtool): the
+shared decoding (UTF-16 read as bytes, BOMs, log prefixes, markdown), any
 indentation, a single-space indent, double spaces inside names, and logical
 lines joined onto one physical line ("Verifying: x Hash of file (sha1): ...",
 "Issued to: A Issued by: B Expires: ... SHA1 hash: ..."). The text is therefore
-cut at known field labels, not at line ends.
+cut at known field labels, not at line ends. The newer header (`File: a.exe`,
+then an `Index  Algorithm  Timestamp` table) names the file being verified.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+
+from .text import plain_text
 
 LABELS = [
     "Verifying:",
@@ -34,7 +38,9 @@ LABELS = [
     "SignTool Error:",
     "SignTool Warning:",
 ]
-_LABEL_RE = re.compile("|".join(re.escape(label) for label in sorted(LABELS, key=len, reverse=True)))
+# "File:" only at a line start: the words appear inside other labels and messages.
+_LABEL_RE = re.compile("|".join([r"(?m:^[ \t]*)File:"] + [re.escape(label) for label in sorted(LABELS, key=len, reverse=True)]))
+_SIGNATURE_ROW = re.compile(r"(?m)^[ \t]*(\d+)[ \t]+([\w-]+)[ \t]+(\S[^\n]*?)[ \t]*$")
 
 
 @dataclass
@@ -59,6 +65,7 @@ class SigntoolVerify:
     warnings: int | None = None
     errors: int | None = None
     error_lines: list[str] = field(default_factory=list)
+    signatures: list[tuple[int, str, str]] = field(default_factory=list)  # (index, algorithm, timestamp) of the `File:` table
 
     @property
     def ok(self) -> bool:
@@ -70,24 +77,28 @@ class SigntoolVerify:
         return self.signing_chain[-1].issued_to if self.signing_chain else None
 
 
-def _tokens(text: str) -> list[tuple[str, str]]:
-    flat = text.replace("\r", "")
+def _tokens(flat: str) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     matches = list(_LABEL_RE.finditer(flat))
     for i, m in enumerate(matches):
         end = matches[i + 1].start() if i + 1 < len(matches) else len(flat)
         value = flat[m.end() : end]
+        if m.group().strip() == "File:":
+            table = value.split("\n\n", 1)[0]
+            out.append(("File:", re.sub(r"\s+", " ", value.split("\n", 1)[0]).strip()))
+            out.extend(("row", "\t".join(row.groups())) for row in _SIGNATURE_ROW.finditer(table))
+            continue
         # A value ends at the end of its line unless the next label follows on the same line.
         value = value.split("\n", 1)[0] if m.group() not in ("SignTool Error:", "SignTool Warning:") else value.strip().split("\n\n", 1)[0]
         out.append((m.group(), re.sub(r"\s+", " ", value).strip()))
     return out
 
 
-def parse_verify(text: str) -> SigntoolVerify:
+def parse_verify(text: str | bytes) -> SigntoolVerify:
     result = SigntoolVerify()
     section: list[ChainCert] | None = None
-    for label, value in _tokens(text):
-        if label == "Verifying:":
+    for label, value in _tokens(plain_text(text)):
+        if label in ("Verifying:", "File:"):
             result.verifying.append(value)
             section = None
         elif label == "File is signed in catalog:":
@@ -122,6 +133,9 @@ def parse_verify(text: str) -> SigntoolVerify:
             result.errors = _int(value)
         elif label == "SignTool Error:":
             result.error_lines.append(value)
+        elif label == "row":
+            index, algorithm, timestamp = value.split("\t")
+            result.signatures.append((int(index), algorithm, timestamp))
     return result
 
 

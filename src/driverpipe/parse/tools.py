@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .text import _PROMPT, _lines, _strip_log_prefix
+from .text import _PROMPT, _lines
 
 # --------------------------------------------------------------------------------------------
 # verifier.exe (/querysettings, /query) and pnputil.exe (/add-driver)
@@ -54,7 +54,7 @@ def parse_verifier(text: str) -> VerifierReport:
     """`verifier /querysettings` and `/query` in any display language: drivers are found by their
     `.sys` names and the numbers printed with them, flags by their 8-digit hex value."""
     report = VerifierReport()
-    for line in _strip_log_prefix(_lines(text)):
+    for line in _lines(text):
         stripped = line.strip()
         if not stripped or _PROMPT.match(line) or stripped.lower().startswith("verifier "):
             continue
@@ -121,3 +121,157 @@ def parse_pnputil_add(text: str) -> PnpAddResult:
     if result.ok:
         result.message = ""
     return result
+
+
+# --------------------------------------------------------------------------------------------
+# the kernel debugger's `!verifier` (not verifier.exe: a live or dump session's view)
+# --------------------------------------------------------------------------------------------
+
+_KD_LEVEL = re.compile(r"\bVerify\s+(?:Flags\s+)?Level\s+(?:0x)?([0-9A-Fa-f]+)\b")
+_KD_FLAG = re.compile(r"^\s*\[([Xx ])\]\s*\((0x[0-9A-Fa-f]+)\)\s*(\S.*?)\s*$")
+_KD_STAT = re.compile(r"^\s*([A-Za-z][\w/ ]*?)\s{2,}(0x[0-9A-Fa-f]+|\d+)(?:\s+for\s+([0-9A-Fa-f]+)\s+bytes)?\s*$")
+_KD_MODULE = re.compile(r"\bMODULE:\s*(0x[0-9A-Fa-f`]+)\s+(\S+?\.sys)\s*(?:\((\w+)\))?", re.I)
+_KD_POOL = re.compile(r"^\s*([A-Za-z][\w ]*?):\s*\(\s*(0x[0-9A-Fa-f]+)\s*/\s*(0x[0-9A-Fa-f]+)\s*\)")
+_KD_ALLOC = re.compile(r"^\s*(0x[0-9A-Fa-f`]+)\s+(0x[0-9A-Fa-f]+)\s+(\S{1,4})\s+(0x[0-9A-Fa-f`]+)(?:\s+(\S+))?\s*$")
+
+
+@dataclass
+class KdVerifiedDriver:
+    name: str
+    status: str = ""  # "Loaded" / "Unloaded" as printed
+    pools: dict[str, tuple[int, int]] = field(default_factory=dict)  # "Current Pool Allocations" -> (nonpaged, paged)
+    allocations: list[tuple[str, int, str, str]] = field(default_factory=list)  # (address, length, tag, caller) still held
+
+
+@dataclass
+class KdVerifier:
+    """What `!verifier [flags] [driver]` printed in the kernel debugger."""
+
+    level: int | None = None  # `Verify Flags Level 0x...` / `Verify Level N` (hex)
+    flags: dict[str, bool] = field(default_factory=dict)  # the [X]/[ ] list: name -> enabled
+    options: list[str] = field(default_factory=list)  # `... enabled options are:` (older debuggers)
+    stats: dict[str, int] = field(default_factory=dict)  # "Pool Allocations Failed" -> 0x34f
+    drivers: dict[str, KdVerifiedDriver] = field(default_factory=dict)  # lower-case name
+
+    @property
+    def enabled(self) -> list[str]:
+        return [name for name, on in self.flags.items() if on] or list(self.options)
+
+
+def parse_kd_verifier(text: str | bytes) -> KdVerifier:
+    """The kernel debugger's `!verifier`: the level, the [X] flag list (or the older enabled-options list),
+    the statistics (name, hex value), and per MODULE its pool counters and outstanding allocations."""
+    report = KdVerifier()
+    in_options = False
+    driver: KdVerifiedDriver | None = None
+    for line in _lines(text):
+        stripped = line.strip()
+        if not stripped:
+            in_options = False
+            continue
+        level = _KD_LEVEL.search(stripped)
+        if level and report.level is None:
+            report.level = int(level.group(1), 16)
+            in_options = stripped.rstrip().endswith(":")
+            continue
+        if in_options:
+            report.options.append(stripped)
+            continue
+        flag = _KD_FLAG.match(line)
+        if flag:
+            report.flags[flag.group(3)] = flag.group(1) in "Xx"
+            continue
+        module = _KD_MODULE.search(stripped)
+        if module:
+            driver = report.drivers.setdefault(module.group(2).lower(), KdVerifiedDriver(module.group(2), module.group(3) or ""))
+            continue
+        if driver is not None:
+            pool = _KD_POOL.match(line)
+            if pool:
+                driver.pools[pool.group(1)] = (int(pool.group(2), 16), int(pool.group(3), 16))
+                continue
+            alloc = _KD_ALLOC.match(line)
+            if alloc:
+                driver.allocations.append((alloc.group(1), int(alloc.group(2), 16), alloc.group(3), alloc.group(5) or alloc.group(4)))
+                continue
+        stat = _KD_STAT.match(line)
+        if stat and driver is None:
+            value = stat.group(2)
+            report.stats[stat.group(1)] = int(value, 16) if value.lower().startswith("0x") else int(value)
+    return report
+
+
+# --------------------------------------------------------------------------------------------
+# pnputil /enum-drivers (and the older `pnputil -e`)
+# --------------------------------------------------------------------------------------------
+
+_PNP_FIELD = re.compile(r"^\s*([^:]+?)\s*:\s*(.*?)\s*$")
+_INF_NAME = re.compile(r"^[\w.-]+\.inf$", re.I)
+_CLASS_GUID = re.compile(r"^\{[0-9A-Fa-f-]{36}\}$")
+_DRIVER_VERSION = re.compile(r"^\d{1,2}/\d{1,2}/\d{4}\s+\d+(?:\.\d+)+$")
+
+
+@dataclass
+class DriverPackage:
+    """One driver-store package as pnputil lists it."""
+
+    published: str  # oemNN.inf
+    original: str | None = None  # the package's own INF name (`/enum-drivers` only)
+    provider: str = ""
+    class_name: str = ""
+    class_guid: str | None = None
+    version: str = ""  # "MM/DD/YYYY a.b.c.d"
+    signer: str = ""
+
+
+def parse_pnputil_enum(text: str | bytes) -> list[DriverPackage]:
+    """`pnputil /enum-drivers` / `pnputil -e` in any display language, by layout: a package starts at its
+    `oemNN.inf` value; the original name is the next `.inf` value, the class GUID and the date-and-version
+    are told by shape, the provider and class are the first two plain values, the signer is the one after
+    the version. A value on the line after its label (some languages) is joined to it."""
+    packages: list[DriverPackage] = []
+    current: DriverPackage | None = None
+    plain = 0  # plain values seen in this package (provider, class)
+    pending = False  # a label whose value is on the next line
+    for line in _lines(text):
+        stripped = line.strip()
+        if not stripped or _PROMPT.match(line):
+            pending = False
+            continue
+        m = _PNP_FIELD.match(stripped)
+        if m and not pending:
+            value = m.group(2)
+            if not value:
+                pending = True
+                continue
+        elif pending:
+            value, pending = stripped, False
+        else:
+            continue
+        if _PUBLISHED.fullmatch(value):
+            current, plain = DriverPackage(published=value.lower()), 0
+            packages.append(current)
+        elif current is None:
+            continue
+        elif _INF_NAME.match(value) and current.original is None and plain == 0:
+            current.original = value
+        elif _CLASS_GUID.match(value):
+            current.class_guid = current.class_guid or value.lower()  # not a later Extension ID
+        elif _DRIVER_VERSION.match(value):
+            current.version = value
+        elif current.version and not current.signer:
+            current.signer = value
+        elif not current.version and plain < 2:
+            if plain == 0:
+                current.provider = value
+            else:
+                current.class_name = value
+            plain += 1
+    return packages
+
+
+def foreign_signed(packages: list[DriverPackage], inf_name: str, test_signer: str) -> list[DriverPackage]:
+    """The driver-store packages of `inf_name` not signed by the test certificate `test_signer` (its CN):
+    an older build signed otherwise, or a package whose signer Windows could not read."""
+    want = inf_name.lower()
+    return [p for p in packages if (p.original or "").lower() == want and p.signer.strip().lower() != test_signer.strip().lower()]

@@ -15,12 +15,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .text import _PROMPT, _lines
+from .text import _PROMPT, _lines, normalize_text
 
-# `[SC] StartService FAILED 1275:` / `[SC] EnumQueryServicesStatus:OpenService FAILED 1060:`.
-# The failure word is localized (and may be several words): anything without digits.
-_SC_FAILED = re.compile(r"\[SC\]\s+([\w:]+?)\s+\D*?(\d+)\s*:")
-_SC_SUCCESS = re.compile(r"\[SC\]\s+([\w:]+)\s+(\S+)\s*$")
+# `[SC] StartService FAILED 1275:` / `[SC] EnumQueryServicesStatus:OpenService FAILED 1060:` /
+# `[SC] StartService: ошибка: 577:`. The failure word is localized (and may be several words): anything without digits.
+_SC_FAILED = re.compile(r"\[SC\]\s+(\w+(?::\w+)*)(?:\s*[:：]\s*|\s+)\D*?(\d+)\s*[:：]")  # a CJK full-width colon too
+_SC_SUCCESS = re.compile(r"\[SC\]\s+(\w+(?::\w+)*)(?:\s*[:：]\s*|\s+)(\S+)\s*$")
+SC_UNREADABLE = -1  # sc_code's answer for output with neither a `[SC]` line nor a service record
 # `LABEL : value`; the label may be localized (NOMBRE_SERVICIO, CÓD_SALIDA_WIN32, 服务名称...): any text without a colon.
 _FIELD = re.compile(r"^\s*([^\s:][^:]*?)\s*:\s?(.*?)\s*$")
 _LEADING_INT = re.compile(r"^\s*(-?\d+)\b\s*(.*)$")
@@ -71,8 +72,13 @@ class ScResult:
         return 0
 
     @property
+    def unknown(self) -> bool:
+        """Neither an `[SC]` status line nor a service record: nothing says it worked (fail closed)."""
+        return not self.calls and not self.records
+
+    @property
     def ok(self) -> bool:
-        return not self.failed and (bool(self.calls) or self.service_name is not None)
+        return not self.failed and not self.unknown
 
 
 def _int_field(value: str | None) -> tuple[int | None, str]:
@@ -95,12 +101,56 @@ _ERROR_WORDS = {"IGNORE", "NORMAL", "SEVERE", "CRITICAL"}
 _TYPE_WORD = re.compile(r"^(?:KERNEL_DRIVER|FILE_SYSTEM_DRIVER|WIN32\w*|USER_\w+|INTERACTIVE\w*|ADAPTER|RECOGNIZER_DRIVER)\b")
 _EXIT_VALUE = re.compile(r"^-?\d+\s+\(0x[0-9a-fA-F]+\)")
 _HEX_VALUE = re.compile(r"^0x[0-9a-fA-F]+$")
+_HEX_TYPE = re.compile(r"^\s*[0-9a-fA-F]+\s+(\S.*)$")
+
+
+def _shape(value: str) -> str:
+    """What sc.exe field a value looks like: "type", "state", "start" or ""."""
+    number, word = _int_field(value)
+    if number is None:
+        hex_type = _HEX_TYPE.match(value)  # sc.exe prints TYPE in hex: `e0  USER_SHARE_PROCESS INSTANCE`
+        return "type" if hex_type and _TYPE_WORD.match(hex_type.group(1)) else ""
+    word0 = word.split()[0] if word else ""
+    if word0 in _STATE_WORDS:
+        return "state"
+    if word0 in _START_WORDS:
+        return "start"
+    if not word or _TYPE_WORD.match(word):
+        return "type"
+    return ""
+
+
+def _is_type_line(fields: list[tuple[str, str]], i: int) -> bool:
+    """A record is told by its shape: a TYPE-shaped value directly followed by a STATE-shaped (query)
+    or START_TYPE-shaped (qc) one, as sc.exe prints them."""
+    if i + 1 >= len(fields) or _shape(fields[i + 1][1]) not in ("state", "start"):
+        return False
+    return fields[i][0].strip().upper() == "TYPE" or _shape(fields[i][1]) == "type"
+
+
+_NAME_LABEL = re.compile(r"^[^\W\d]\w+$")  # SERVICE_NAME, NOMBRE_SERVICIO, 服务名称: one word (not a drive letter)
+
+
+def _names(before: list[tuple[str, str]]) -> dict[str, str]:
+    """SERVICE_NAME (and DISPLAY_NAME) from the one or two lines before a record's TYPE line. Other colon
+    lines (`ERROR: ...`, `Run command line: ...`, a `C:\\...` path) are noise, never the name."""
+    cands = [(label.strip(), value) for label, value in before[-2:] if _NAME_LABEL.match(label.strip())]
+    english = {label.upper(): value for label, value in cands if label.upper() in ("SERVICE_NAME", "DISPLAY_NAME")}
+    if "SERVICE_NAME" in english:
+        return english
+    cands = [c for c in cands if c[0].upper() not in ("ERROR", "WARNING", "INFO", "DISPLAY_NAME")]
+    if len(cands) == 2 and re.search(r"\s", cands[0][1].strip()) and not re.search(r"\s", cands[1][1].strip()):
+        cands = cands[1:]  # noise with a sentence for a value, then the name
+    out = {"SERVICE_NAME": cands[0][1]} if cands else {}
+    if len(cands) == 2:
+        out["DISPLAY_NAME"] = cands[1][1]
+    return out
 
 
 def _canonical(fields: list[tuple[str, str]]) -> dict[str, str]:
-    """A record's fields under their English names: by label when English, else by the value's shape
-    and the fixed order sc.exe prints them in (query: name, type, state, exit codes, checkpoint, wait hint,
-    pid, flags; qc: name, type, start type, error control, binary path, ...)."""
+    """A record's fields from its TYPE line on, under their English names: by label when English, else by
+    the value's shape and the fixed order sc.exe prints them in (query: type, state, exit codes, checkpoint,
+    wait hint, pid, flags; qc: type, start type, error control, binary path, ...)."""
     out: dict[str, str] = {}
     exits = ("WIN32_EXIT_CODE", "SERVICE_EXIT_CODE")
     hexes = ("CHECKPOINT", "WAIT_HINT")
@@ -110,17 +160,15 @@ def _canonical(fields: list[tuple[str, str]]) -> dict[str, str]:
             out.setdefault(upper, value)
             continue
         number, word = _int_field(value)
-        word0 = word.split()[0] if word else ""
+        shape = _shape(value)
         if i == 0:
-            out.setdefault("SERVICE_NAME", value)
-        elif number is not None and word0 in _STATE_WORDS:
-            out.setdefault("STATE", value)
-        elif number is not None and word0 in _START_WORDS:
-            out.setdefault("START_TYPE", value)
-        elif number is not None and word0 in _ERROR_WORDS:
-            out.setdefault("ERROR_CONTROL", value)
-        elif number is not None and (_TYPE_WORD.match(word) or (not word and "TYPE" not in out and "STATE" not in out)):
             out.setdefault("TYPE", value)
+        elif shape == "state":
+            out.setdefault("STATE", value)
+        elif shape == "start":
+            out.setdefault("START_TYPE", value)
+        elif number is not None and (word.split() or [""])[0] in _ERROR_WORDS:
+            out.setdefault("ERROR_CONTROL", value)
         elif _EXIT_VALUE.match(value):
             out.setdefault(next((k for k in exits if k not in out), "SERVICE_EXIT_CODE"), value)
         elif _HEX_VALUE.match(value.strip()):
@@ -129,8 +177,6 @@ def _canonical(fields: list[tuple[str, str]]) -> dict[str, str]:
             out.setdefault("PID", value)
         elif "ERROR_CONTROL" in out and "BINARY_PATH_NAME" not in out:
             out["BINARY_PATH_NAME"] = value
-        elif i == 1 and "TYPE" not in out:
-            out.setdefault("DISPLAY_NAME", value)
     return out
 
 
@@ -142,19 +188,33 @@ class ScRecord:
     flags: str = ""
 
 
-def parse_sc_output(text: str, service: str | None = None) -> ScResult:
+def _records(block: list[tuple[str, str, str]]) -> list[ScRecord]:
+    """The service records in one run of colon lines (label, value, the STATE's `(...)` continuation)."""
+    pairs = [(label, value) for label, value, _ in block]
+    starts = [i for i in range(len(pairs)) if _is_type_line(pairs, i)]
+    out = []
+    for n, t in enumerate(starts):
+        end = len(pairs)
+        if n + 1 < len(starts):  # the next record's name lines belong to it
+            nxt = starts[n + 1]
+            end = nxt - len(_names(pairs[max(t + 1, nxt - 2) : nxt]))
+        fields = {**_names(pairs[max(0, t - 2) : t]), **_canonical(pairs[t:end])}
+        out.append(ScRecord(fields, next((f for _, _, f in block[t:end] if f), "")))
+    return out
+
+
+def parse_sc_output(text: str | bytes, service: str | None = None) -> ScResult:
     """Parse sc.exe output (start/stop/create/config/delete/query/queryex/qc), in any display language.
 
-    With several service records (a `sc query` listing), the one named `service` is chosen
-    (the first one without a name); every record is kept in `records`.
+    With several service records (a `sc query` listing), the one named `service` is chosen (without a
+    name, the first record's service); when that service has several records (a transcript of `sc start`
+    then `sc query`), the last is its current state. Every record is kept in `records`.
     """
     result = ScResult()
     in_failure = False  # between a FAILED line and the end of its paragraph: the system message
     message: list[str] = []
-    blocks: list[list[tuple[str, str]]] = []
-    flags: list[str] = []
-    block: list[tuple[str, str]] | None = None
-    last_label: str | None = None
+    blocks: list[list[tuple[str, str, str]]] = []
+    block: list[tuple[str, str, str]] | None = None
     for line in _lines(text):
         if _PROMPT.match(line):
             in_failure, block = False, None
@@ -173,31 +233,31 @@ def parse_sc_output(text: str, service: str | None = None) -> ScResult:
                 result.calls.append(ScCall(failed.group(1), int(failed.group(2)), False))
                 continue
             success = _SC_SUCCESS.search(stripped)
-            if success:
+            if success and success.group(2).upper() not in ("FAILED", "ERROR"):  # a FAILED line cut before its code is no success
                 result.calls.append(ScCall(success.group(1), 0, True))
             continue
         if in_failure:
             message.append(stripped)
             continue
-        if stripped.startswith("(") and block is not None:
-            if last_label is not None and len(flags) == len(blocks):
-                flags[-1] = stripped  # the STATE line's (STOPPABLE, ...) continuation
+        if stripped.startswith("(") and block:
+            label, value, _ = block[-1]
+            block[-1] = (label, value, stripped)  # the STATE line's (STOPPABLE, ...) continuation
             continue
         m = _FIELD.match(line)
         if m:
             if block is None:
                 block = []
                 blocks.append(block)
-                flags.append("")
-            block.append((m.group(1), m.group(2)))
-            last_label = m.group(1)
+            block.append((m.group(1), m.group(2), ""))
     result.message = " ".join(message)
-    result.records = [ScRecord(_canonical(b), flags[i]) for i, b in enumerate(blocks)]
-    chosen = next((r for r in result.records if service and r.fields.get("SERVICE_NAME", "").strip().lower() == service.lower()), None)
-    if chosen is None and result.records and not service:
-        chosen = result.records[0]
+    result.records = [record for b in blocks for record in _records(b)]
+    want = (service or "").strip().lower()
+    if not want and result.records:
+        want = result.records[0].fields.get("SERVICE_NAME", "").strip().lower()
+    named = [r for r in result.records if want and r.fields.get("SERVICE_NAME", "").strip().lower() == want]
+    chosen = named[-1] if named else None
     if chosen is None and len(result.records) == 1:
-        chosen = result.records[0]  # one record whose name line was cut off or differs in case/spacing
+        chosen = result.records[0]  # one record whose name line was cut off, or differs from the command's name
     if chosen is None:
         return result
     f = chosen.fields
@@ -217,11 +277,14 @@ def parse_sc_output(text: str, service: str | None = None) -> ScResult:
 
 
 def sc_code(rc: int | None, text: str) -> int:
-    """The Win32 code of an sc.exe run: the `[SC] ... FAILED n:` number, else the exit code."""
+    """The Win32 code of an sc.exe run: the `[SC] ... FAILED n:` number, else a nonzero exit code,
+    else SC_UNREADABLE when the output shows neither a status line nor a service record (fail closed)."""
     parsed = parse_sc_output(text or "")
     if parsed.failed:
         return parsed.code
-    return int(rc or 0)
+    if rc:
+        return int(rc)
+    return SC_UNREADABLE if parsed.unknown else 0
 
 
 def normalize_image_path(path: str) -> str:
@@ -275,12 +338,18 @@ def diagnose_sc_error(code: int, *, context: Mapping[str, Any] | None = None) ->
 
     context keys (all optional): op (start/stop/create/config/delete/query), service,
     binpath, failed_line (the driver's `<step> failed` DbgPrint line), hvci (bool),
-    testsigning (bool: active in the running boot).
+    testsigning (bool: active in the running boot), output (sc.exe's text, shown when unreadable).
     """
     ctx = dict(context or {})
     op = str(ctx.get("op") or "start")
     svc = str(ctx.get("service") or "the service")
     binpath = str(ctx.get("binpath") or "the driver image")
+    if code == SC_UNREADABLE:
+        raw = " | ".join(ln.strip() for ln in normalize_text(str(ctx.get("output") or "")).splitlines() if ln.strip())
+        return (
+            f"sc {op} {svc}: its output has neither an [SC] status line nor a service record, so it is not taken as success "
+            f"(output: {raw[:400] or 'empty'!r}); fix: run `sc {op} {svc}` on the guest and check what it prints"
+        )
     head = f"sc {op} {svc} failed with {code} ({win32_name(code)})"
     if code == 2:
         return f"{head}: the driver file {binpath} does not exist on the guest; fix: run `invoke deploy` again to push it, or check deploy.guest_dir"

@@ -205,7 +205,7 @@ def _ps_load_driver(ctx: RunContext, guest: Any, pkg: PackageLike, capture: Any,
         return result
     for op in ops:
         if op.op in ("create", "config", "stop") and op.code not in (0, 1062):
-            result.message = diagnose_sc_error(op.code, context={**context, "op": op.op})
+            result.message = diagnose_sc_error(op.code, context={**context, "op": op.op, "output": op.output})
             return result
     start = next((op for op in ops if op.op == "start"), None)
     if start is None:
@@ -225,7 +225,7 @@ def _ps_load_driver(ctx: RunContext, guest: Any, pkg: PackageLike, capture: Any,
         except PipelineError as exc:
             if is_connection_error(exc):
                 raise
-    result.message = diagnose_sc_error(start.code, context={**context, "op": "start", "failed_line": result.failed_line})
+    result.message = diagnose_sc_error(start.code, context={**context, "op": "start", "failed_line": result.failed_line, "output": start.output})
     return result
 
 
@@ -260,7 +260,7 @@ def _ps_unload_driver(ctx: RunContext, guest: Any, delete: bool = False) -> Unlo
         result.deleted = result.delete_code in (0, 1060)
     messages = []
     if not stopped:
-        messages.append(diagnose_sc_error(stop_code, context={"op": "stop", "service": svc}))
+        messages.append(diagnose_sc_error(stop_code, context={"op": "stop", "service": svc, "output": native_text(stop)}))
     if not gone:
         messages.append(
             f"{device} still opens (Win32 {open_error}) after the stop: the driver did not delete its symbolic link/device"
