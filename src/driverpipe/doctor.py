@@ -227,7 +227,7 @@ def check_target(ctx: RunContext, target_name: str) -> Iterable[Check]:
         if lease is not None:
             yield Check(f"target {target.name}: lease", "warn" if leased else "ok", f"leased by {describe(leased)}" if leased else "not leased")
         yield from guest_state_checks(state, target.test_machine)
-        yield from driver_store_checks(ctx, state)
+        yield from driver_store_checks(ctx, guest)
     except PipelineError as exc:
         yield Check(f"target {target.name}: state", "missing", exc.message, exc.hint or "")
     finally:
@@ -261,9 +261,14 @@ def guest_state_checks(state: Any, test_machine: bool) -> Iterable[Check]:
     yield row("guest: DebugView present", get("debugview_present"), "", "set debugview.source in pyproject; deploy installs it")
 
 
-def driver_store_checks(ctx: RunContext, state: Any) -> Iterable[Check]:
+def driver_store_checks(ctx: RunContext, guest: Any) -> Iterable[Check]:
     """This driver's packages in the guest's driver store (`pnputil /enum-drivers`) signed by anything but the test certificate."""
-    raw = (getattr(state, "raw", None) or {}).get("driver_packages")
+    try:
+        answer = guest.run_script("Get-DriverStore.ps1", {}, timeout=float(ctx.config.project.deploy.script_timeout))
+    except PipelineError as exc:
+        yield Check("guest: driver store", "warn", f"not listed: {exc.message}")
+        return
+    raw = answer.get("driver_packages") if isinstance(answer, dict) else None
     if not isinstance(raw, dict) or raw.get("rc") != 0:
         return  # an older pnputil without /enum-drivers, or a dry/fake state
     from .image.package import package_name

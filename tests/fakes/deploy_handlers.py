@@ -65,7 +65,6 @@ def get_guest_state(m: FakeWindows, p: dict[str, Any]) -> dict[str, Any]:
         "debugview_present": (p["DebugViewPath"] in m.files) if p.get("DebugViewPath") else None,
         "sc_qc": native_result(m, m.sc("qc", svc)),
         "sc_query": native_result(m, m.sc("query", svc)),
-        "driver_packages": native_result(m, m.pnputil_enum_drivers()),
         "boot_time": m.boot_time,
         "pending_reboot": False,
     }
@@ -183,6 +182,11 @@ def restart_guest(m: FakeWindows, p: dict[str, Any]) -> dict[str, Any]:
         abort = {"rc": m.abort_shutdown(), "output": ""}
         second = {"rc": m.schedule_shutdown(), "output": ""}
     return {"first": first, "abort": abort, "second": second}
+
+
+@handler("Get-DriverStore.ps1")
+def get_driver_store(m: FakeWindows, p: dict[str, Any]) -> dict[str, Any]:
+    return {"driver_packages": native_result(m, m.pnputil_enum_drivers())}
 
 
 @handler("Get-BootTime.ps1")

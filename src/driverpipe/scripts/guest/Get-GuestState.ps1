@@ -77,8 +77,6 @@ if ($DebugViewPath) { $debugView = Test-Path -LiteralPath $DebugViewPath -PathTy
 
 $qc = Invoke-Native 'sc.exe' @('qc', $ServiceName)
 $query = Invoke-Native 'sc.exe' @('query', $ServiceName)
-# The driver store's packages and their signers (doctor names ours when another certificate signed it).
-$driverPackages = Invoke-Native 'pnputil.exe' @('/enum-drivers')
 
 $pending = (Test-Path 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing\RebootPending') -or
     (Test-Path 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\WindowsUpdate\Auto Update\RebootRequired')
@@ -100,7 +98,6 @@ $pending = (Test-Path 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Component
     debugview_present = $debugView
     sc_qc = $qc
     sc_query = $query
-    driver_packages = $driverPackages
     boot_time = $bootTime
     pending_reboot = $pending
 } | ConvertTo-Json -Compress -Depth 6
