@@ -278,7 +278,8 @@ def install_fake_powershell(base: Path, names: tuple[str, ...] = ("powershell",)
     shutil.copy2(Path(__file__).resolve().parent / "fakes" / "lease.py", bin_dir / "lease.py")
     for name in names:
         exe = bin_dir / name
-        exe.write_text(f"#!{sys.executable}\n{FAKE_POWERSHELL}", encoding="utf-8")
+        # The checkout under test, not whatever driverpipe is installed: an sshd session does not pass PYTHONPATH on.
+        exe.write_text(f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(SHIPPED.parents[2])!r})\n{FAKE_POWERSHELL}", encoding="utf-8")
         exe.chmod(0o755)
     return bin_dir
 

@@ -168,11 +168,18 @@ def test_a_guest_lease_over_ssh_excludes_a_second_run_and_expires_when_its_holde
         assert second.returncode == 3 and "refused: guest lab is leased by" in out and f"pid {first.pid}" in out
         lease = json.loads(Path(base["path"]).read_text(encoding="utf-8"))
         assert lease["pid"] == first.pid
-        first.send_signal(signal.SIGKILL)  # dies without releasing: its lease must expire
+        first.send_signal(signal.SIGKILL)  # dies without releasing: this host sees its pid gone
         first.wait()
-        third = start(seconds=3, wait=10, hold=0)
+        third = start(seconds=3, wait=0.5, hold=0)
         out, _ = third.communicate(timeout=60)
-        assert third.returncode == 0 and "had expired; taking it over" in out, out
+        assert third.returncode == 0 and "which is gone; taking it over" in out and f"pid {first.pid}" in out, out
+        # A holder on another host is only taken over once its lease expired.
+        now = int(time.time())
+        other = {"token": "t", "owner": "ci", "host": "elsewhere", "pid": first.pid, "started": now, "expires": now + 2}
+        Path(base["path"]).write_text(json.dumps(other), encoding="utf-8")
+        fourth = start(seconds=3, wait=10, hold=0)
+        out, _ = fourth.communicate(timeout=60)
+        assert fourth.returncode == 0 and "waiting up to 10 s" in out and "had expired; taking it over" in out, out
     finally:
         server.stop()
 

@@ -204,7 +204,10 @@ def _ps_load_driver(ctx: RunContext, guest: Any, pkg: PackageLike, capture: Any,
         result.driver_loaded = True
         return result
     for op in ops:
-        if op.op in ("create", "config", "stop") and op.code not in (0, 1062):
+        # A stop answered 1061 (already stopping) was waited for by the script, like a 0: the
+        # outcome to report is the start's, never "sc stop failed with 1061".
+        accepted = (0, 1061, 1062) if op.op == "stop" else (0, 1062)
+        if op.op in ("create", "config", "stop") and op.code not in accepted:
             result.message = diagnose_sc_error(op.code, context={**context, "op": op.op})
             return result
     start = next((op for op in ops if op.op == "start"), None)
@@ -213,7 +216,8 @@ def _ps_load_driver(ctx: RunContext, guest: Any, pkg: PackageLike, capture: Any,
     result.start_code = start.code
     final = load.get("final_query") or {}
     final_state = parse_sc_output(native_text(final)).state
-    result.driver_loaded = final_state == 4 or (final_state is None and start.code == 0)
+    # sc start returns 0 once DriverEntry succeeded: the driver is loaded, whatever a racing query says.
+    result.driver_loaded = start.code == 0 or final_state == 4
     if start.code == 0:
         result.ok = True
         return result

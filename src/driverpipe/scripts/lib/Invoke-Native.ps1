@@ -60,12 +60,21 @@ function Invoke-Native {
         # Short waits, not one blocking call: PowerShell can only stop a pipeline between
         # statements, so a hung tool would otherwise outlive the client's script_timeout.
         while (-not $process.WaitForExit(250)) { }
-        $copyOut.Wait()
-        $copyErr.Wait()
+        # The copies end when every writer closed the pipes; a child the tool left running may
+        # hold them for ever: wait a bounded time (in short, stoppable waits), then take what came.
+        $copyDeadline = (Get-Date).AddSeconds(10)
+        while ((-not ($copyOut.IsCompleted -and $copyErr.IsCompleted)) -and ((Get-Date) -lt $copyDeadline)) {
+            [void][Threading.Tasks.Task]::WaitAll(@($copyOut, $copyErr), 250)
+        }
         $rc = $process.ExitCode
     } finally {
-        # A stopped pipeline (the client's timeout, Ctrl-C) ends the tool too.
+        # A stopped pipeline (the client's timeout, Ctrl-C) ends the tool and everything it
+        # started: .NET Framework's Kill() ends only the direct child, taskkill /T the tree.
         if (-not $process.HasExited) {
+            try {
+                $killer = [System.Diagnostics.Process]::Start('taskkill.exe', ('/T /F /PID ' + $process.Id))
+                [void]$killer.WaitForExit(5000)
+            } catch { $null = $_ }
             try { $process.Kill() } catch { $null = $_ }
         }
         $process.Dispose()
