@@ -276,3 +276,40 @@ def test_windows_pid_probe_errors_are_handled(windows: dict[str, Any], monkeypat
     monkeypatch.setattr(ctypes, "WinDLL", broken, raising=False)
     assert locks._alive(1234) is True, "a probe that fails counts as alive: never take over on doubt"
     assert locks._alive(0) is False and locks._alive(2**40) is False
+
+
+def test_regress_stops_its_phases_when_a_renewal_finds_the_guest_held_and_extends_the_lease_for_reboots() -> None:
+    from types import SimpleNamespace
+
+    from driverpipe.checks.regress import RegressPlugin
+
+    class Lease:
+        seconds = 900.0
+
+        def __init__(self, lost: bool):
+            self.lost = lost
+            self.asked: list[float] = []
+
+        def renew(self, seconds: float) -> None:
+            self.asked.append(seconds)
+            if self.lost:
+                raise LeaseLost("the lease on guest lab was lost: it is held by ci@runner-7 (pid 4242, since ?) now")
+
+    class Item:
+        def __init__(self, reboots: int | None):
+            self.name = "test_driver_verifier"
+            self.session = SimpleNamespace(shouldstop=False)
+            self._reboots = reboots
+
+        def get_closest_marker(self, name: str) -> Any:
+            return SimpleNamespace(args=(self._reboots,)) if name == "reboots" and self._reboots else None
+
+    ctx = SimpleNamespace(config=SimpleNamespace(project=SimpleNamespace(deploy=SimpleNamespace(reboot_timeout=600))))
+    session = SimpleNamespace(lease=Lease(False), ctx=ctx, lease_lost=None, begin=lambda name: None, hung="")
+    RegressPlugin(session).pytest_runtest_setup(Item(2))  # type: ignore[arg-type]
+    assert session.lease.asked == [900 + 2 * (600 + 120)], "a phase with two reboots extends the lease to outlive them"
+    session.lease = Lease(True)
+    item = Item(None)
+    with pytest.raises(LeaseLost):
+        RegressPlugin(session).pytest_runtest_setup(item)  # type: ignore[arg-type]
+    assert session.lease_lost is not None and "ci@runner-7" in str(item.session.shouldstop), "no further phase runs"

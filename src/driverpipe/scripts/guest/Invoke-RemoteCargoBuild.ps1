@@ -17,6 +17,9 @@ param(
     [int]$TimeoutSeconds = 3500
 )
 $ErrorActionPreference = 'Stop'
+
+#include Invoke-Native.ps1
+
 # Expand-Archive's progress bar fails or slows down in non-interactive sessions.
 $ProgressPreference = 'SilentlyContinue'
 
@@ -72,12 +75,7 @@ try {
         }
     }
 } finally {
-    if (-not $proc.HasExited) {
-        try {
-            $killer = [System.Diagnostics.Process]::Start('taskkill.exe', ('/T /F /PID ' + $proc.Id))
-            [void]$killer.WaitForExit(5000)
-        } catch { $null = $_ }
-    }
+    if (-not $proc.HasExited) { Stop-NativeTree $proc.Id }
 }
 $exitCode = -2
 if (-not $timedOut) { $exitCode = [int]$proc.ExitCode }

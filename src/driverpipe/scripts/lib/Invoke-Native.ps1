@@ -35,6 +35,16 @@ function ConvertTo-NativeArgument {
     return $quoted.ToString()
 }
 
+# Ends a process and everything it started (taskkill /T /F), waiting at most 5 s, never
+# throwing: .NET Framework's Process.Kill() ends only the process itself.
+function Stop-NativeTree {
+    param([int]$ProcessId)
+    try {
+        $killer = [System.Diagnostics.Process]::Start('taskkill.exe', ('/T /F /PID ' + $ProcessId))
+        [void]$killer.WaitForExit(5000)
+    } catch { $null = $_ }
+}
+
 function Invoke-Native {
     param([string]$Exe, [string[]]$Arguments)
     # The system's OEM code page (console tools write it when redirected); the culture's as a fallback.
@@ -71,10 +81,7 @@ function Invoke-Native {
         # A stopped pipeline (the client's timeout, Ctrl-C) ends the tool and everything it
         # started: .NET Framework's Kill() ends only the direct child, taskkill /T the tree.
         if (-not $process.HasExited) {
-            try {
-                $killer = [System.Diagnostics.Process]::Start('taskkill.exe', ('/T /F /PID ' + $process.Id))
-                [void]$killer.WaitForExit(5000)
-            } catch { $null = $_ }
+            Stop-NativeTree $process.Id
             try { $process.Kill() } catch { $null = $_ }
         }
         $process.Dispose()
