@@ -482,3 +482,20 @@ def test_a_successful_start_reports_the_driver_loaded_even_if_the_last_query_rac
     m.sc = racing  # type: ignore[method-assign]
     result = operations.load_driver(env["ctx"], FakeGuest(m), env["pkg"])
     assert result.ok and result.start_code == 0 and result.driver_loaded
+
+
+def test_a_hung_load_or_unload_names_what_it_was_waiting_on(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from driverpipe.transports.errors import GuestTimeout
+
+    m = _prepared_with_package(env)
+    guest = FakeGuest(m)
+
+    def hung(*_a: Any, **_k: Any) -> Any:
+        raise GuestTimeout("the batch of Invoke-DriverLoad.ps1 did not finish within 3 s on fake; stopped", "raise deploy.script_timeout")
+
+    monkeypatch.setattr(guest, "run_batch", hung)
+    monkeypatch.setattr(guest, "run_script", hung)
+    with pytest.raises(GuestTimeout, match=r"waiting on `sc start WazabiEDR` \(the driver's DriverEntry\)"):
+        operations.load_driver(env["ctx"], guest, env["pkg"])
+    with pytest.raises(GuestTimeout, match=r"waiting on `sc stop WazabiEDR` \(the driver's DriverUnload\) or opening"):
+        operations.unload_driver(env["ctx"], guest)
