@@ -161,7 +161,7 @@ def test_a_guest_lease_over_ssh_excludes_a_second_run_and_expires_when_its_holde
         def start(**kw: object) -> subprocess.Popen[str]:
             return subprocess.Popen([sys.executable, "-c", LEASE, json.dumps({**base, **kw})], stdout=subprocess.PIPE, text=True)
 
-        first = start(seconds=3, wait=5, hold=120)
+        first = start(seconds=60, wait=5, hold=120)  # long: only its death (not expiry) frees it below
         assert first.stdout is not None and first.stdout.readline().strip() == "held"
         second = start(seconds=3, wait=0.5, hold=0)
         out, _ = second.communicate(timeout=60)

@@ -20,5 +20,15 @@ public static class DriverpipeMoveFile {
 }
 '@
     }
-    [DriverpipeMoveFile]::Replace($Source, $Destination)
+    # A reader holding the destination open without FILE_SHARE_DELETE (a lease query) makes the
+    # replace fail for a moment: try again briefly before giving up.
+    for ($try = 1; ; $try++) {
+        try {
+            [DriverpipeMoveFile]::Replace($Source, $Destination)
+            return
+        } catch {
+            if ($try -ge 20) { throw }
+            Start-Sleep -Milliseconds 100
+        }
+    }
 }
