@@ -526,3 +526,23 @@ def test_a_script_blocked_in_a_call_retires_its_pool_and_the_next_scripts_run_in
     finally:
         guest.close()
     assert http_peer.stats.pools_opened == 2 and http_peer.stats.protocol_errors == []
+
+
+def test_invoke_unload_that_hangs_reports_once_and_still_releases_the_lease(project: Path, tmp_path: Path) -> None:
+    """The unload blocks in a call a stop cannot end: one error line naming the script and what it
+    waited on, exit 4, and the lease release runs on a new pool instead of queueing behind it."""
+    machine = FakeWindows.prepared()
+    image = "C:\\WazabiEDR\\WazabiEDR_Driver.sys"
+    machine.files[image] = b"MZ driver"
+    machine.services["WazabiEDR"] = FakeService(name="WazabiEDR", binpath=image, state=4)
+    with _peer_class()(machine, user=USER, password=PASSWORD, tls=False, work_dir=tmp_path / "peer") as peer:
+        _ctx(project, peer)
+        peer.knobs.block.add("Invoke-DriverUnload.ps1")
+        env = dict(os.environ, PEER_PASSWORD=PASSWORD, NO_PROXY="127.0.0.1", DRIVERPIPE_DEPLOY_SCRIPT_TIMEOUT="3")
+        done = run_invoke(project, "unload", "--target", "peer", env=env)
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        assert done.returncode == ExitCode.STEP_FAILED and len(errors) == 1, done.stdout + done.stderr
+        assert "Invoke-DriverUnload.ps1 did not finish within 3 s" in errors[0] and "waiting on `sc stop WazabiEDR`" in errors[0]
+        assert "Traceback" not in done.stderr and done.stderr.count("did not finish") == 1, "the hang is reported once"
+        assert peer.stats.scripts == ["Set-GuestLease.ps1", "Invoke-DriverUnload.ps1", "Set-GuestLease.ps1"]
+        assert peer.stats.pools_opened == 2 and "C:\\WazabiEDR\\.driverpipe-lease.json" not in machine.files, "released on a new pool"
