@@ -76,6 +76,35 @@ def test_the_build_output_is_held_by_one_run_at_a_time_and_a_killed_holder_is_ta
     assert "taking it over" in done.stderr and f"pid {holder.pid}" in done.stderr
 
 
+@pytest.mark.parametrize(
+    "garbage",
+    [b'{"owner": "x", "host": "h", "pid": "12ab", "started": 1}', b'{"owner": "x", "host": "h", "pid": 1e30, "started": "noon"}', b"\0" * 64, b'{"own'],
+    ids=["pid-text", "pid-huge-started-text", "nul-filled", "truncated"],
+)
+def test_a_garbage_holder_file_is_never_a_traceback(project: Path, tmp_path: Path, garbage: bytes) -> None:
+    """The holder file is untrusted input: held by a live run it reads "another run" (exit 3, one line);
+    with nobody holding the lock the next run takes it."""
+    shutil.copytree(REPO / "driver", project / "driver", ignore=shutil.ignore_patterns("target"))
+    shutil.copytree(REPO / "inf", project / "inf")
+    from fakes_build.pe import make_pe
+
+    image = tmp_path / "WazabiEDR_Driver.sys"
+    image.write_bytes(make_pe())
+    holder_file = project / "driver" / "target" / ".driverpipe.lock.holder"
+    holder = _hold(project, "build")
+    try:
+        holder_file.write_bytes(garbage)
+        refused = run_invoke(project, "build", "--from", str(image), env=dict(os.environ, DRIVERPIPE_DEPLOY_LOCK_WAIT="0.5"))
+        errors = _errors(refused)
+        assert refused.returncode == 3 and len(errors) == 1 and "in use by another run" in errors[0], refused.stderr
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    holder_file.write_bytes(garbage)
+    done = run_invoke(project, "build", "--from", str(image))
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+
+
 def test_a_waiting_run_proceeds_when_the_holder_finishes(project: Path, tmp_path: Path) -> None:
     shutil.copytree(REPO / "driver", project / "driver", ignore=shutil.ignore_patterns("target"))
     shutil.copytree(REPO / "inf", project / "inf")
