@@ -57,6 +57,16 @@ $ErrorActionPreference = 'Stop'
 Start-Sleep -Milliseconds ([int]($Seconds * 1000))
 ConvertTo-Json -InputObject ([pscustomobject]@{ slept = $Seconds }) -Compress
 """,
+    "Start-Stubborn.ps1": """[CmdletBinding()]
+param(
+    [string]$PidFile = ''
+)
+$ErrorActionPreference = 'Stop'
+# A child that never returns and ignores every signal it can (a hung native tool).
+Set-Content -LiteralPath $PidFile -Value $PID
+while ($true) { Start-Sleep -Seconds 1 }
+ConvertTo-Json -InputObject ([pscustomobject]@{ never = $true }) -Compress
+""",
     "Write-Noise.ps1": """[CmdletBinding()]
 param()
 $ErrorActionPreference = 'Stop'
@@ -208,6 +218,21 @@ def run(name, p, out):
     if name == "Start-Sleeping.ps1":
         time.sleep(float(p.get("Seconds", 1)))
         return {"slept": p.get("Seconds", 1)}
+    if name == "Stop-ProcessTree.ps1":
+        import signal
+        pid = int(p["ProcessId"])
+        try:
+            os.killpg(os.getpgid(pid), signal.SIGKILL)  # taskkill /T: the process and what it started
+            return {"rc": 0, "output": f"SUCCESS: The process with PID {pid} has been terminated."}
+        except ProcessLookupError:
+            return {"rc": 128, "output": f'ERROR: The process "{pid}" not found.'}
+    if name == "Start-Stubborn.ps1":
+        import signal
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGPIPE, signal.SIGQUIT, signal.SIGUSR1):
+            signal.signal(sig, signal.SIG_IGN)
+        Path(p["PidFile"]).write_text(str(os.getpid()))
+        while True:
+            time.sleep(1)
     if name == "Write-Noise.ps1":
         out.append("some chatter before the result")
         out.append(json.dumps({"first": True}))
@@ -239,6 +264,8 @@ def main():
     except ValueError as exc:
         sys.stderr.write(f"fake powershell: refused: {exc}\n")
         return 65
+    sys.stderr.write(f"driverpipe-pid: {os.getpid()}\n")  # the wrapper's first line
+    sys.stderr.flush()
     name = known_scripts().get(text)
     with LOG.open("a", encoding="utf-8") as fh:
         record = {"script": name, "stdin": bool(stdin_text.strip()), "params": sorted(params)}
@@ -278,7 +305,8 @@ def install_fake_powershell(base: Path, names: tuple[str, ...] = ("powershell",)
     shutil.copy2(Path(__file__).resolve().parent / "fakes" / "lease.py", bin_dir / "lease.py")
     for name in names:
         exe = bin_dir / name
-        exe.write_text(f"#!{sys.executable}\n{FAKE_POWERSHELL}", encoding="utf-8")
+        # The checkout under test, not whatever driverpipe is installed: an sshd session does not pass PYTHONPATH on.
+        exe.write_text(f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(SHIPPED.parents[2])!r})\n{FAKE_POWERSHELL}", encoding="utf-8")
         exe.chmod(0o755)
     return bin_dir
 

@@ -195,6 +195,10 @@ class Knobs:
 
     max_envelope_kb: int = 500  # the listener's MaxEnvelopeSizekb (Windows' default)
     hang: set[str] = field(default_factory=set)  # script names that never finish (until stopped)
+    # Script names that block for ever in a call PowerShell cannot interrupt (a DeviceIoControl on a
+    # pended IRP, a Task.Wait()): a stop is acknowledged and changes nothing; only deleting the shell
+    # (which ends its process on Windows) ends them.
+    block: set[str] = field(default_factory=set)
     write_error: dict[str, str] = field(default_factory=dict)  # script -> a non-terminating error record it writes
     drop_shell_on: str | None = None  # the shell disappears while this script runs
     drop_shell_before_next: bool = False  # the shell disappears before the next Command
@@ -221,6 +225,8 @@ class _Pipeline:
     def __init__(self, psrp: Any, command_id: str):
         self.psrp = psrp
         self.command_id = command_id
+        self.script = ""
+        self.blocked = False  # it (or a batch item in it) blocks in a call a stop cannot interrupt
         self.finished = False
         self.stop = threading.Event()
 
@@ -234,6 +240,9 @@ class _Shell:
         self.fragment_limit = fragment_limit
         self.queues: dict[str | None, list[bytes]] = {}  # command id (None: the pool) -> fragments to send
         self.pipelines: dict[str, _Pipeline] = {}
+        # The pool's one runspace (pypsrp opens min = max = 1): a pipeline waits until the one before it ended.
+        self.runspace = threading.Lock()
+        self.deleted = threading.Event()
 
 
 class WinRMPeer:
@@ -335,6 +344,7 @@ class WinRMPeer:
         """The WinRM service forgets every shell (a service restart): later requests naming them fault."""
         with self.lock:
             for shell in self.shells.values():
+                shell.deleted.set()
                 for pipe in shell.pipelines.values():
                     pipe.stop.set()
             self.shells.clear()
@@ -374,6 +384,10 @@ class WinRMPeer:
             with self.lock:
                 self.shells.pop(shell.id, None)
                 self.stats.pools_closed += 1
+                shell.deleted.set()  # Windows ends the shell's process: a blocked pipeline dies with it
+                for pipe in shell.pipelines.values():
+                    pipe.stop.set()
+                self.lock.notify_all()
             return self._reply(message_id, action + "Response")
         raise ProtocolError(f"unsupported WSMan action {action!r}")
 
@@ -537,8 +551,11 @@ class WinRMPeer:
             if pipe is None:
                 raise ProtocolError(f"Signal to an unknown command {command_id}")
             if code in CTRL_C:
-                pipe.stop.set()
-                if pipe.psrp.state == PSInvocationState.Running:
+                if pipe.blocked:
+                    pass  # acknowledged; the blocking call goes on (PowerShell stops between statements only)
+                else:
+                    pipe.stop.set()
+                if not pipe.blocked and pipe.psrp.state == PSInvocationState.Running:
                     pipe.psrp.stop()
                     pipe.finished = True
                     self._drain(shell)
@@ -568,6 +585,11 @@ class WinRMPeer:
         if command.use_local_scope is not True:
             raise ProtocolError(f"{script}: not run in a local scope (it would leak into the pool's runspace)")
         params = {str(name): _plain(value) for name, value in command.parameters}
+        pipe.script = script
+        items = [script]
+        if script == "Invoke-Batch.ps1":
+            items = [self.scripts.get(str(i.get("script")), "?") for i in json.loads(str(params.get("ItemsJson") or "[]"))]
+        pipe.blocked = any(name in self.knobs.block for name in items)
         self.stats.scripts.append(script)
         self.stats.params.append(dict(params))
         self.stats.wire_types.append({str(name): type(value).__name__ for name, value in command.parameters})
@@ -575,10 +597,23 @@ class WinRMPeer:
         threading.Thread(target=self._run, args=(shell, pipe, script, params), daemon=True).start()
 
     def _run(self, shell: _Shell, pipe: _Pipeline, script: str, params: dict[str, Any]) -> None:
+        # One runspace: wait for the pipeline before this one (a stop or the shell's deletion frees it).
+        while not shell.runspace.acquire(timeout=0.1):
+            if shell.deleted.is_set() or pipe.stop.is_set():
+                return
+        try:
+            self._run_alone(shell, pipe, script, params)
+        finally:
+            shell.runspace.release()
+
+    def _run_alone(self, shell: _Shell, pipe: _Pipeline, script: str, params: dict[str, Any]) -> None:
         from psrpcore.types import ErrorCategoryInfo, ErrorRecord, NETException, PSInvocationState
 
         outcome: tuple[str, Any]
         try:
+            if pipe.blocked:
+                shell.deleted.wait(600)
+                return
             if script in self.knobs.hang:
                 pipe.stop.wait(120)
                 return

@@ -209,7 +209,9 @@ def test_guest_ready(m: FakeWindows, p: dict[str, Any]) -> dict[str, Any]:
 def set_guest_lease(m: FakeWindows, p: dict[str, Any]) -> dict[str, Any]:
     from .lease import decide
 
-    new, result = decide(m.files.get(p["Path"], b"").decode("utf-8"), p)
-    if new is not None:
+    new, result = decide(m.files.get(p["Path"], b"").decode("utf-8", "replace"), p)
+    if new == "":
+        m.files.pop(p["Path"], None)
+    elif new is not None:
         m.files[p["Path"]] = new.encode("utf-8")
     return result

@@ -119,6 +119,7 @@ class FakeService:
     marked_for_delete: bool = False
     loaded_image_sha256: str = ""  # hash of the image that is running (for "older build" checks)
     no_unload: bool = False  # a driver without DriverUnload: sc stop is refused with 1052
+    stop_pending: bool = False  # already stopping: sc stop answers 1061, the service reaches STOPPED by itself
 
 
 class ConnectionDropped(Exception):
@@ -471,6 +472,7 @@ class FakeWindows:
                 return self._failed("ControlService", 1062)
             if svc.no_unload:
                 return self._failed("ControlService", 1052)
+            pending, svc.stop_pending = svc.stop_pending, False
             self.kernel_print(f"{self.log_prefix} DriverUnload called")
             self.devices.discard(self.device_path)
             self.kernel_print(f"{self.log_prefix} unloaded")
@@ -480,6 +482,8 @@ class FakeWindows:
             out = self._status_block(svc)
             if svc.marked_for_delete:
                 del self.services[name]
+            if pending:
+                return self._failed("ControlService", 1061)
             return 0, out
         if verb == "start":
             return self._start(svc)

@@ -76,6 +76,35 @@ def test_the_build_output_is_held_by_one_run_at_a_time_and_a_killed_holder_is_ta
     assert "taking it over" in done.stderr and f"pid {holder.pid}" in done.stderr
 
 
+@pytest.mark.parametrize(
+    "garbage",
+    [b'{"owner": "x", "host": "h", "pid": "12ab", "started": 1}', b'{"owner": "x", "host": "h", "pid": 1e30, "started": "noon"}', b"\0" * 64, b'{"own'],
+    ids=["pid-text", "pid-huge-started-text", "nul-filled", "truncated"],
+)
+def test_a_garbage_holder_file_is_never_a_traceback(project: Path, tmp_path: Path, garbage: bytes) -> None:
+    """The holder file is untrusted input: held by a live run it reads "another run" (exit 3, one line);
+    with nobody holding the lock the next run takes it."""
+    shutil.copytree(REPO / "driver", project / "driver", ignore=shutil.ignore_patterns("target"))
+    shutil.copytree(REPO / "inf", project / "inf")
+    from fakes_build.pe import make_pe
+
+    image = tmp_path / "WazabiEDR_Driver.sys"
+    image.write_bytes(make_pe())
+    holder_file = project / "driver" / "target" / ".driverpipe.lock.holder"
+    holder = _hold(project, "build")
+    try:
+        holder_file.write_bytes(garbage)
+        refused = run_invoke(project, "build", "--from", str(image), env=dict(os.environ, DRIVERPIPE_DEPLOY_LOCK_WAIT="0.5"))
+        errors = _errors(refused)
+        assert refused.returncode == 3 and len(errors) == 1 and "in use by another run" in errors[0], refused.stderr
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    holder_file.write_bytes(garbage)
+    done = run_invoke(project, "build", "--from", str(image))
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+
+
 def test_a_waiting_run_proceeds_when_the_holder_finishes(project: Path, tmp_path: Path) -> None:
     shutil.copytree(REPO / "driver", project / "driver", ignore=shutil.ignore_patterns("target"))
     shutil.copytree(REPO / "inf", project / "inf")
@@ -161,18 +190,25 @@ def test_a_guest_lease_over_ssh_excludes_a_second_run_and_expires_when_its_holde
         def start(**kw: object) -> subprocess.Popen[str]:
             return subprocess.Popen([sys.executable, "-c", LEASE, json.dumps({**base, **kw})], stdout=subprocess.PIPE, text=True)
 
-        first = start(seconds=3, wait=5, hold=120)
+        first = start(seconds=60, wait=5, hold=120)  # long: only its death (not expiry) frees it below
         assert first.stdout is not None and first.stdout.readline().strip() == "held"
         second = start(seconds=3, wait=0.5, hold=0)
         out, _ = second.communicate(timeout=60)
         assert second.returncode == 3 and "refused: guest lab is leased by" in out and f"pid {first.pid}" in out
         lease = json.loads(Path(base["path"]).read_text(encoding="utf-8"))
         assert lease["pid"] == first.pid
-        first.send_signal(signal.SIGKILL)  # dies without releasing: its lease must expire
+        first.send_signal(signal.SIGKILL)  # dies without releasing: this host sees its pid gone
         first.wait()
-        third = start(seconds=3, wait=10, hold=0)
+        third = start(seconds=3, wait=0.5, hold=0)
         out, _ = third.communicate(timeout=60)
-        assert third.returncode == 0 and "had expired; taking it over" in out, out
+        assert third.returncode == 0 and "which is gone; taking it over" in out and f"pid {first.pid}" in out, out
+        # A holder on another host is only taken over once its lease expired.
+        now = int(time.time())
+        other = {"token": "t", "owner": "ci", "host": "elsewhere", "pid": first.pid, "started": now, "expires": now + 2}
+        Path(base["path"]).write_text(json.dumps(other), encoding="utf-8")
+        fourth = start(seconds=3, wait=10, hold=0)
+        out, _ = fourth.communicate(timeout=60)
+        assert fourth.returncode == 0 and "waiting up to 10 s" in out and "had expired; taking it over" in out, out
     finally:
         server.stop()
 

@@ -11,6 +11,7 @@ directory" is a POSIX temp path (the Windows `/C:/` SFTP form is not exercised).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,30 @@ def test_script_timeout_closes_the_channel_and_the_connection_survives(guest: SS
         guest.run_script("Start-Sleeping.ps1", {"Seconds": 30}, timeout=1)
     assert "did not finish within 1 s" in info.value.message
     assert guest.run_script("Get-EchoParams.ps1", {"Count": 1}) == {"params": {"Count": 1}}
+
+
+def test_a_timed_out_child_that_ignores_signals_is_killed_and_the_next_script_runs(guest: SSHGuest, tmp_path: Path) -> None:
+    """A hung child is abandoned and killed (never waited on again), not left running on the guest."""
+    pid_file = tmp_path / "stubborn.pid"
+    with pytest.raises(GuestTimeout) as info:
+        guest.run_script("Start-Stubborn.ps1", {"PidFile": str(pid_file)}, timeout=2)
+    assert "Start-Stubborn.ps1 did not finish within 2 s" in info.value.message and "\n" not in info.value.message
+    pid = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists() and "Z" not in _proc_state(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{pid}").exists() or "Z" in _proc_state(pid), "the child still runs on the guest"
+    started = time.monotonic()
+    assert guest.run_script("Get-EchoParams.ps1", {"Count": 1}) == {"params": {"Count": 1}}
+    assert time.monotonic() - started < 30  # within its own timeout: nothing queued behind the hung one
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "Z"
+    return stat[stat.rfind(")") + 2 :][:1]
 
 
 def test_require_admin(guest: SSHGuest, fake_bin: Path) -> None:

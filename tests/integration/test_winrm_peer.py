@@ -497,3 +497,52 @@ def test_invoke_verify_and_logs_read_the_capture_over_the_endpoint(machine: Fake
     local = [p.read_bytes() for p in (project / "artifacts" / "logs" / "peer").glob("*.log")]
     assert remote in local and b"[WazabiEDR] DriverEntry called" in remote  # pulled whole, byte for byte
     assert peer.stats.protocol_errors == []
+
+
+def test_a_script_blocked_in_a_call_retires_its_pool_and_the_next_scripts_run_in_time(http_peer: Any, machine: FakeWindows) -> None:
+    """A script that never returns, even when stopped (a DeviceIoControl on a pended IRP): one timeout,
+    naming it; then the unload and the lease release run on a new pool within their own timeouts,
+    instead of queueing behind it in the pool's one runspace."""
+    from driverpipe.core.locks import GuestLease
+
+    http_peer.knobs.block.add("Test-DeviceSmoke.ps1")
+    guest = connect(http_peer, script_timeout=3, operation_timeout=1, read_timeout=5)
+    lease = GuestLease(guest, "C:\\WazabiEDR\\.driverpipe-lease.json", 60, "guest peer")
+    try:
+        lease.acquire(0, lambda _l: None)
+        started = time.monotonic()
+        with pytest.raises(GuestTimeout) as hung:
+            guest.run_batch([("Get-BootTime.ps1", {}), ("Test-DeviceSmoke.ps1", {"DevicePath": "\\\\.\\WazabiEDR"})])
+        assert "the batch of Get-BootTime.ps1, Test-DeviceSmoke.ps1 did not finish within 3 s" in hung.value.message
+        assert "\n" not in hung.value.message and "new one" in hung.value.message
+        assert http_peer.stats.pools_closed == 1, "the hung pool's shell was deleted at once"
+        after = time.monotonic()
+        unloaded = guest.run_script("Invoke-DriverUnload.ps1", {"ServiceName": "WazabiEDR", "DevicePath": "\\\\.\\WazabiEDR"}, timeout=3)
+        assert isinstance(unloaded, dict) and "stop" in unloaded
+        lease.release()
+        assert not lease.held and "C:\\WazabiEDR\\.driverpipe-lease.json" not in machine.files, "the release ran"
+        # By design: each within its own timeout (not a speed test), and the timeout itself was bounded.
+        assert time.monotonic() - after < 3 + 3 + 5 and after - started < 3 + 5 + 5
+    finally:
+        guest.close()
+    assert http_peer.stats.pools_opened == 2 and http_peer.stats.protocol_errors == []
+
+
+def test_invoke_unload_that_hangs_reports_once_and_still_releases_the_lease(project: Path, tmp_path: Path) -> None:
+    """The unload blocks in a call a stop cannot end: one error line naming the script and what it
+    waited on, exit 4, and the lease release runs on a new pool instead of queueing behind it."""
+    machine = FakeWindows.prepared()
+    image = "C:\\WazabiEDR\\WazabiEDR_Driver.sys"
+    machine.files[image] = b"MZ driver"
+    machine.services["WazabiEDR"] = FakeService(name="WazabiEDR", binpath=image, state=4)
+    with _peer_class()(machine, user=USER, password=PASSWORD, tls=False, work_dir=tmp_path / "peer") as peer:
+        _ctx(project, peer)
+        peer.knobs.block.add("Invoke-DriverUnload.ps1")
+        env = dict(os.environ, PEER_PASSWORD=PASSWORD, NO_PROXY="127.0.0.1", DRIVERPIPE_DEPLOY_SCRIPT_TIMEOUT="3")
+        done = run_invoke(project, "unload", "--target", "peer", env=env)
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        assert done.returncode == ExitCode.STEP_FAILED and len(errors) == 1, done.stdout + done.stderr
+        assert "Invoke-DriverUnload.ps1 did not finish within 3 s" in errors[0] and "waiting on `sc stop WazabiEDR`" in errors[0]
+        assert "Traceback" not in done.stderr and done.stderr.count("did not finish") == 1, "the hang is reported once"
+        assert peer.stats.scripts == ["Set-GuestLease.ps1", "Invoke-DriverUnload.ps1", "Set-GuestLease.ps1"]
+        assert peer.stats.pools_opened == 2 and "C:\\WazabiEDR\\.driverpipe-lease.json" not in machine.files, "released on a new pool"

@@ -456,3 +456,46 @@ def test_a_refused_stop_is_reported_at_once_not_as_a_timeout(env: dict[str, Any]
     assert "1052" in err.value.message and "ERROR_INVALID_SERVICE_CONTROL" in err.value.message
     assert "old build is still loaded" in err.value.message
     assert "query WazabiEDR" not in m.sc_log[m.sc_log.index("stop WazabiEDR") + 1 :], "no wait for STOPPED after a refusal"
+
+
+def test_a_stop_answered_1061_is_waited_for_and_the_start_577_is_reported(env: dict[str, Any]) -> None:
+    """1061 (already stopping) is "wait for STOPPED" on both sides: the load's real outcome, a 577, is what is reported."""
+    m = _prepared_with_package(env)
+    m.services["WazabiEDR"].stop_pending = True
+    m.driver_signed = False
+    result = operations.load_driver(env["ctx"], FakeGuest(m), env["pkg"])
+    assert [op.code for op in result.ops if op.op == "stop"] == [1061]
+    assert result.start_code == 577 and not result.ok
+    assert "577" in result.message and "1061" not in result.message and "sc stop" not in result.message
+
+
+def test_a_successful_start_reports_the_driver_loaded_even_if_the_last_query_races(env: dict[str, Any]) -> None:
+    m = _prepared_with_package(env)
+    real = m.sc
+
+    def racing(*args: str) -> tuple[int, str]:
+        rc, out = real(*args)
+        if args[:1] == ("query",) and "STATE" in out and "4  RUNNING" in out:
+            out = out.replace("4  RUNNING", "2  START_PENDING")
+        return rc, out
+
+    m.sc = racing  # type: ignore[method-assign]
+    result = operations.load_driver(env["ctx"], FakeGuest(m), env["pkg"])
+    assert result.ok and result.start_code == 0 and result.driver_loaded
+
+
+def test_a_hung_load_or_unload_names_what_it_was_waiting_on(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from driverpipe.transports.errors import GuestTimeout
+
+    m = _prepared_with_package(env)
+    guest = FakeGuest(m)
+
+    def hung(*_a: Any, **_k: Any) -> Any:
+        raise GuestTimeout("the batch of Invoke-DriverLoad.ps1 did not finish within 3 s on fake; stopped", "raise deploy.script_timeout")
+
+    monkeypatch.setattr(guest, "run_batch", hung)
+    monkeypatch.setattr(guest, "run_script", hung)
+    with pytest.raises(GuestTimeout, match=r"waiting on `sc start WazabiEDR` \(the driver's DriverEntry\)"):
+        operations.load_driver(env["ctx"], guest, env["pkg"])
+    with pytest.raises(GuestTimeout, match=r"waiting on `sc stop WazabiEDR` \(the driver's DriverUnload\) or opening"):
+        operations.unload_driver(env["ctx"], guest)

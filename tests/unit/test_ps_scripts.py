@@ -40,7 +40,8 @@ def test_includes_expand_to_scripts_that_parse(tmp_path: Path) -> None:
     for script in using:
         sent = load_script(script)
         assert "#include" not in sent
-        assert sent.count("function Invoke-Native") == 1
+        for name in INCLUDE.findall(script.read_text(encoding="utf-8-sig")):
+            assert sent.count(f"function {name.removesuffix('.ps1')}") == 1, f"{script.name}: {name} spliced once"
         expanded = tmp_path / script.name
         expanded.write_text(sent, encoding="utf-8")
         info = parse_script(expanded)

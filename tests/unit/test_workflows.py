@@ -130,15 +130,31 @@ def test_tests_workflow_runs_ci_script_on_every_push_and_pr() -> None:
     assert any("bash .ci/run" in script for _, script in _run_scripts(wf))
 
 
-def test_windows_build_uses_wdk_runner_and_uploads_the_package() -> None:
+def test_windows_build_runs_hosted_with_the_wdk_from_nuget_and_uploads_the_package() -> None:
     wf = _load(GITHUB / "windows-build.yml")
     assert {"push", "pull_request"} <= set(wf["on"])
     job = wf["jobs"]["package"]
-    assert {"self-hosted", "windows", "wdk"} <= set(job["runs-on"])
+    assert re.fullmatch(r"windows-20\d\d", str(job["runs-on"])), "GitHub-hosted Windows: no self-hosted machine to build"
+    assert any(s.get("uses") == "./.github/actions/install-wdk" for s in job["steps"])
     assert any(["build", "package", "sign"] == argv for _, s in _run_scripts(wf) for argv in invoke_commands(s))
     uploads = [s for s in job["steps"] if str(s.get("uses", "")).startswith("actions/upload-artifact@v4")]
     assert uploads and uploads[0].get("if") == "always()"
-    assert "fork" in (GITHUB / "windows-build.yml").read_text() and "head.repo.full_name == github.repository" in job["if"]
+
+
+def test_the_wdk_action_installs_the_nuget_wdk_and_llvm_and_exports_what_wdk_build_reads() -> None:
+    action = yaml.safe_load((REPO / ".github" / "actions" / "install-wdk" / "action.yml").read_text(encoding="utf-8"))
+    scripts = "\n".join(str(step.get("run", "")) for step in action["runs"]["steps"])
+    assert "Microsoft.Windows.WDK.x64" in scripts and "Microsoft.Windows.SDK.CPP" in scripts and "nuget install" in scripts
+    assert "choco install llvm" in scripts and "LIBCLANG_PATH" in scripts
+    for name in ("WDKContentRoot", "Version_Number", "WDKBinRoot", "WDKToolRoot"):
+        assert f"{name}=" in scripts
+
+
+def test_only_jobs_that_drive_a_vm_run_self_hosted() -> None:
+    for path in WORKFLOWS:
+        for name, job in _load(path)["jobs"].items():
+            if "self-hosted" in str(job.get("runs-on")):
+                assert path.name == "nightly-regress.yml" and name == "regress", f"{path.name}/{name} runs self-hosted but drives no VM"
 
 
 def test_nightly_matrix_concurrency_and_artifacts() -> None:

@@ -104,6 +104,7 @@ def test_fault_injection(regress: Any, package: Any, capture: Any, fault_step: t
     _assert_loaded(regress, capture, clean, f"clean load after failing step {index} ({name})")
 
 
+@pytest.mark.reboots(2)
 def test_driver_verifier(regress: Any, package: Any, capture: Any) -> None:
     if not regress.ctx.config.project.regress.verifier:
         pytest.skip("Driver Verifier pass not requested (--verifier or regress.verifier = true)")

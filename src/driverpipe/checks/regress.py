@@ -80,6 +80,7 @@ class RegressSession:
     hung: str = ""  # set when the current phase hit a guest timeout: the watch forces a dump
     capture: Any = None
     lease: Any = None  # the run's lease on a remote guest (renewed before every phase)
+    lease_lost: Any = None  # the renewal found another run holding the guest: the run stopped there
     artifacts: list[str] = field(default_factory=list)  # run-level artifacts (capture log), relative to report_dir
     sleep: Callable[[float], None] = time.sleep
 
@@ -312,12 +313,24 @@ class RegressPlugin:
 
     def pytest_configure(self, config: Any) -> None:
         config.addinivalue_line("markers", "vm: the VM regression suite")
+        config.addinivalue_line("markers", "reboots(n): the phase reboots the guest n times (its lease is extended to outlive them)")
         config._driverpipe_regress = self.session
 
     def pytest_runtest_setup(self, item: Any) -> None:
+        from ..core.locks import LeaseLost
+
         if self.session.lease is not None:
+            # No renewal can reach a rebooting guest: a phase that reboots extends the lease first.
+            marker = item.get_closest_marker("reboots")
+            reboots = int(marker.args[0]) if marker is not None and marker.args else 0
+            seconds = self.session.lease.seconds + reboots * (float(self.session.ctx.config.project.deploy.reboot_timeout) + 120)
             try:
-                self.session.lease.renew()
+                self.session.lease.renew(seconds)
+            except LeaseLost as lost:
+                # Another run holds the guest now: no further phase may touch it.
+                self.session.lease_lost = lost
+                item.session.shouldstop = lost.message
+                raise
             except PipelineError:
                 pass  # an unreachable guest shows in the phase itself
         self.session.begin(item.name)
@@ -526,6 +539,9 @@ def _run_held(
     if code == pytest.ExitCode.INTERRUPTED:
         session.interrupted = True
     paths = write_reports(session)
+    if session.lease_lost is not None:
+        ctx.say(f"report: {paths['html']}")
+        raise session.lease_lost
     ctx.say(f"report: {paths['html']}")
     failed = [p for p in session.phases if p.status in ("fail", "error")]
     known = [p for p in session.phases if p.status == "known-issue"]

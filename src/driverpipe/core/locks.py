@@ -7,7 +7,14 @@
 - GuestLease: a lease file on a remote guest (owner, host, pid, start, expiry),
   taken and renewed through Set-GuestLease.ps1, so runs from two machines
   exclude each other too. A lease whose owner is gone stops being renewed and
-  expires; then the next run takes it over, with a warning.
+  expires; then the next run takes it over, with a warning. A holder on this
+  same host whose pid is gone is taken over at once, as the local lock does.
+
+Both fail closed: the holder file and the guest's answers are untrusted input,
+checked against a schema (`holder_record`). An answer that does not say
+"acquired" is "not acquired"; a renewal refused because someone else holds the
+guest now stops the run (LeaseLost, exit 3, naming the holder). A lease file that
+cannot be read counts as held until its last write time plus the lease length.
 
 A second run waits up to deploy.lock_wait seconds, showing the holder, then fails
 with exit 3 naming it. --dry and read-only tasks take no lock.
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import math
 import os
 import socket
 import sys
@@ -41,18 +49,89 @@ def _me() -> dict[str, Any]:
     return {"owner": user, "host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
 
 
+# Windows pids are DWORDs (multiples of 4); Linux's pid_max is at most 2**22. Anything outside is garbage.
+MAX_PID = 2**32 - 1
+HOLDER_TEXT_MAX = 200  # owner/host strings longer than this are not ours
+
+
+def holder_record(data: Any) -> dict[str, Any] | None:
+    """A lock holder or lease holder as read back (untrusted): the checked record, or None when it
+    does not fit (not a dict, a non-numeric or huge pid, a non-numeric `started`, NUL-filled text)."""
+    if not isinstance(data, dict):
+        return None
+    out: dict[str, Any] = {}
+    for key in ("owner", "host"):
+        value = data.get(key, "")
+        if not isinstance(value, str) or len(value) > HOLDER_TEXT_MAX or "\0" in value:
+            return None
+        out[key] = value
+    pid = data.get("pid")
+    if isinstance(pid, bool) or not isinstance(pid, int) or not 0 <= pid <= MAX_PID:
+        return None
+    out["pid"] = pid
+    for key in ("started", "expires"):
+        value = data.get(key)
+        if key == "expires" and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or not 0 <= value < 2**40:
+            return None
+        out[key] = float(value)
+    for key in ("what", "unreadable"):
+        if key in data:
+            out[key] = data[key]
+    return out
+
+
 def describe(holder: dict[str, Any]) -> str:
-    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(holder.get("started") or 0)))
+    if holder.get("unreadable"):
+        return f"an unreadable lease ({holder.get('unreadable')})"
+    try:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(holder.get("started") or 0)))
+    except (TypeError, ValueError, OverflowError, OSError):
+        since = "?"
     return f"{holder.get('owner', '?')}@{holder.get('host', '?')} (pid {holder.get('pid', '?')}, since {since})"
 
 
-def _alive(pid: int) -> bool:
+# Win32 constants for the pid probe.
+_SYNCHRONIZE = 0x00100000
+_PROCESS_QUERY_LIMITED_INFORMATION = 0x1000
+_ERROR_ACCESS_DENIED = 5
+_WAIT_TIMEOUT = 0x102
+
+
+def _alive_windows(pid: int) -> bool:
+    """OpenProcess + WaitForSingleObject: os.kill(pid, 0) on Windows sends CTRL_C_EVENT to a console
+    group and raises WinError 87 for a dead pid, so it is never used there."""
+    import ctypes
+
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+    kernel32.OpenProcess.restype = ctypes.c_void_p
+    kernel32.OpenProcess.argtypes = (ctypes.c_uint32, ctypes.c_int, ctypes.c_uint32)
+    kernel32.WaitForSingleObject.restype = ctypes.c_uint32
+    kernel32.WaitForSingleObject.argtypes = (ctypes.c_void_p, ctypes.c_uint32)
+    kernel32.CloseHandle.argtypes = (ctypes.c_void_p,)
+    handle = kernel32.OpenProcess(_SYNCHRONIZE | _PROCESS_QUERY_LIMITED_INFORMATION, 0, pid)
+    if not handle:
+        # Access denied: it exists (another user's process). Anything else (87): no such process.
+        return bool(ctypes.get_last_error() == _ERROR_ACCESS_DENIED)  # type: ignore[attr-defined]
     try:
+        return bool(kernel32.WaitForSingleObject(handle, 0) == _WAIT_TIMEOUT)  # signalled: it has exited
+    finally:
+        kernel32.CloseHandle(handle)
+
+
+def _alive(pid: int) -> bool:
+    """Is process `pid` of this machine alive? Unknown (any probe error) counts as alive: fail closed."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid <= MAX_PID:
+        return False
+    try:
+        if sys.platform == "win32":
+            return _alive_windows(pid)
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except (OSError, OverflowError, ValueError, AttributeError):
+        return True  # PermissionError (another user's process) or a probe that failed: assume it runs
     return True
 
 
@@ -69,11 +148,13 @@ class LocalLock:
         return self.path.with_name(self.path.name + ".holder")
 
     def holder(self) -> dict[str, Any] | None:
+        """Who wrote the holder file; None when absent or unreadable (NUL-filled, truncated, garbage).
+        The flock is the lock: the file only names the holder, so unreadable costs only the name."""
         try:
-            data = json.loads(self.holder_file.read_text(encoding="utf-8"))
+            data = json.loads(self.holder_file.read_bytes()[:65536].decode("utf-8"))
         except (OSError, ValueError):
             return None
-        return data if isinstance(data, dict) else None
+        return holder_record(data)
 
     def _try(self) -> bool:
         if sys.platform == "win32":
@@ -111,11 +192,9 @@ class LocalLock:
                 shown = True
             time.sleep(POLL_S)
         previous = self.holder()
-        if previous and previous.get("pid") != os.getpid() and previous.get("host") == socket.gethostname() and not _alive(int(previous.get("pid") or 0)):
+        if previous and previous["pid"] != os.getpid() and previous["host"] == socket.gethostname() and not _alive(previous["pid"]):
             say(f"warning: {self.what} was left by {describe(previous)}, which is gone; taking it over")
-        tmp = self.holder_file.with_name(self.holder_file.name + f".{os.getpid()}")
-        tmp.write_text(json.dumps({**_me(), "what": self.what}), encoding="utf-8")
-        os.replace(tmp, self.holder_file)
+        write_durably(self.holder_file, json.dumps({**_me(), "what": self.what}).encode("utf-8"))
 
     def probe(self) -> dict[str, Any] | None:
         """Who holds the lock now (None: nobody), without keeping it."""
@@ -138,6 +217,16 @@ class LocalLock:
         finally:
             self._fh.close()  # closing drops the lock
             self._fh = None
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """Temp file, flushed to disk, then renamed over `path`: a crash leaves the old or the new content."""
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    with tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 @contextmanager
@@ -180,6 +269,31 @@ def target_lock(ctx: Any, section: Any) -> LocalLock:
 # ---------------------------------------------------------------------------------------------
 
 
+class LeaseLost(EnvironmentProblem):
+    """A renewal found the guest held by someone else: the run must stop at once (exit 3)."""
+
+
+def _answer(raw: Any) -> dict[str, Any]:
+    """Set-GuestLease.ps1's answer, checked: anything but a dict saying acquired = true is "not acquired"."""
+    if not isinstance(raw, dict):
+        return {"acquired": False, "holder": None, "took_over": None, "garbled": True}
+    holder = raw.get("holder")
+    took_over = raw.get("took_over")
+    return {
+        "acquired": raw.get("acquired") is True,
+        "holder": holder_record(holder) if isinstance(holder, dict) else None,
+        "took_over": holder_record(took_over) if isinstance(took_over, dict) else None,
+        "garbled": False,
+    }
+
+
+def _until(holder: dict[str, Any]) -> str:
+    try:
+        return time.strftime("%H:%M:%S", time.localtime(float(holder.get("expires") or 0)))
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "?"
+
+
 @dataclass
 class GuestLease:
     """A lease on a remote guest, taken and renewed through Set-GuestLease.ps1."""
@@ -191,9 +305,9 @@ class GuestLease:
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
     held: bool = False
 
-    def _call(self, **params: Any) -> dict[str, Any]:
+    def _call(self, seconds: float | None = None, **params: Any) -> dict[str, Any]:
         me = _me()
-        result = self.guest.run_script(
+        raw = self.guest.run_script(
             "Set-GuestLease.ps1",
             {
                 "Path": self.path,
@@ -201,29 +315,37 @@ class GuestLease:
                 "Owner": me["owner"],
                 "Machine": me["host"],
                 "ProcessId": me["pid"],
-                "Seconds": int(self.seconds),
+                "Seconds": int(seconds or self.seconds),
                 **params,
             },
         )
-        return result if isinstance(result, dict) else {"acquired": True}
+        return _answer(raw)
 
     def acquire(self, wait: float, say: Callable[[str], None], clock: Callable[[], float] = time.monotonic) -> None:
         deadline = clock() + max(0.0, wait)
         shown = False
         while True:
             result = self._call()
-            if result.get("acquired"):
+            if result["acquired"]:
                 self.held = True
-                expired = result.get("took_over")
-                if isinstance(expired, dict):
+                expired = result["took_over"]
+                if expired:
                     say(f"warning: the lease on {self.what} held by {describe(expired)} had expired; taking it over")
                 return
-            raw = result.get("holder")
-            holder: dict[str, Any] = raw if isinstance(raw, dict) else {}
-            who = describe(holder)
+            holder: dict[str, Any] = result["holder"] or {}
+            if self._dead_here(holder):
+                # This host's own run that died: its pid is gone, so its lease is taken over now,
+                # as the local lock does (the guest checks it is still that very holder).
+                taken = self._call(TakeOverMachine=holder["host"], TakeOverProcessId=holder["pid"])
+                if taken["acquired"]:
+                    self.held = True
+                    say(f"warning: the lease on {self.what} was left by {describe(holder)}, which is gone; taking it over")
+                    return
+                holder = taken["holder"] or holder
+            who = describe(holder) if holder else ("an answer that could not be read" if result["garbled"] else "another run")
             if clock() >= deadline:
                 raise EnvironmentProblem(
-                    f"{self.what} is leased by {who} until {time.strftime('%H:%M:%S', time.localtime(float(holder.get('expires') or 0)))}",
+                    f"{self.what} is leased by {who} until {_until(holder)}",
                     "wait for that run to finish, or raise deploy.lock_wait; a dead run's lease expires by itself",
                 )
             if not shown:
@@ -231,14 +353,35 @@ class GuestLease:
                 shown = True
             time.sleep(min(2.0, max(POLL_S, deadline - clock())))
 
-    def renew(self) -> None:
-        if self.held:
-            self._call()
+    @staticmethod
+    def _dead_here(holder: dict[str, Any]) -> bool:
+        return (
+            bool(holder)
+            and not holder.get("unreadable")
+            and holder.get("host") == socket.gethostname()
+            and holder.get("pid") != os.getpid()
+            and not _alive(int(holder.get("pid") or 0))
+        )
+
+    def renew(self, seconds: float | None = None) -> None:
+        """Keep the lease (for `seconds`, when a long phase needs more than the usual length).
+        Refused (someone else holds the guest now) -> LeaseLost: the run stops at once."""
+        if not self.held:
+            return
+        result = self._call(seconds=max(float(seconds or 0), self.seconds))
+        if result["acquired"]:
+            return
+        self.held = False  # never release what another run holds
+        holder = result["holder"]
+        who = describe(holder) if holder else ("an answer that could not be read" if result["garbled"] else "another run")
+        raise LeaseLost(
+            f"the lease on {self.what} was lost: it is held by {who} now; stopped before the next step",
+            "two runs must never share a guest: let that run finish (deploy.lease_seconds must outlive the longest step)",
+        )
 
     def query(self) -> dict[str, Any] | None:
-        """Who holds an unexpired lease (without taking it); None when nobody does."""
-        holder = self._call(Query=True).get("holder")
-        return holder if isinstance(holder, dict) else None
+        """Who holds an unexpired lease (without taking it, creating nothing); None when nobody does."""
+        return self._call(Query=True)["holder"]
 
     def release(self) -> None:
         if self.held:

@@ -10,6 +10,8 @@ tests/fakes (a fake guest keeping Windows' rules), never on a real guest.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from ..parse.bcdedit import start_options_testsigning, testsigning_enabled
 from ..parse.text import native_text
 from ..parse.winparse import diagnose_sc_error, parse_sc_output, sc_code
 from ..transports.base import GuestScriptError
+from ..transports.errors import GuestTimeout
 from .guestops import GuestOps
 from .reboot import is_connection_error
 from .state import (
@@ -162,8 +165,10 @@ def _ps_load_driver(ctx: RunContext, guest: Any, pkg: PackageLike, capture: Any,
         items.append(("Test-DeviceSmoke.ps1", {"DevicePath": device}))
     timeout = float(ctx.config.project.deploy.script_timeout)
     capture_error = ""
+    waits = f"`sc start {svc}` (the driver's DriverEntry)" + (f" or the smoke test's calls on {device}" if want_smoke else "")
     try:
-        results = guest.run_batch(items, timeout=timeout)
+        with _naming_the_wait(waits):
+            results = guest.run_batch(items, timeout=timeout)
     except GuestScriptError as exc:
         # Invoke-Batch stops at the first failing item: a capture that cannot start must not block
         # the load. Retry without it (one more round trip, only in this case); the caller is told.
@@ -172,7 +177,8 @@ def _ps_load_driver(ctx: RunContext, guest: Any, pkg: PackageLike, capture: Any,
         capture_error = exc.message
         capture = None
         items = items[len(capture_items) :]
-        results = guest.run_batch(items, timeout=timeout)
+        with _naming_the_wait(waits):
+            results = guest.run_batch(items, timeout=timeout)
     n_capture = len(items) - 1 - (1 if want_smoke else 0)
     load = results[n_capture] if results and len(results) > n_capture else None
     if not isinstance(load, dict):
@@ -204,7 +210,10 @@ def _ps_load_driver(ctx: RunContext, guest: Any, pkg: PackageLike, capture: Any,
         result.driver_loaded = True
         return result
     for op in ops:
-        if op.op in ("create", "config", "stop") and op.code not in (0, 1062):
+        # A stop answered 1061 (already stopping) was waited for by the script, like a 0: the
+        # outcome to report is the start's, never "sc stop failed with 1061".
+        accepted = (0, 1061, 1062) if op.op == "stop" else (0, 1062)
+        if op.op in ("create", "config", "stop") and op.code not in accepted:
             result.message = diagnose_sc_error(op.code, context={**context, "op": op.op, "output": op.output})
             return result
     start = next((op for op in ops if op.op == "start"), None)
@@ -213,7 +222,8 @@ def _ps_load_driver(ctx: RunContext, guest: Any, pkg: PackageLike, capture: Any,
     result.start_code = start.code
     final = load.get("final_query") or {}
     final_state = parse_sc_output(native_text(final)).state
-    result.driver_loaded = final_state == 4 or (final_state is None and start.code == 0)
+    # sc start returns 0 once DriverEntry succeeded: the driver is loaded, whatever a racing query says.
+    result.driver_loaded = start.code == 0 or final_state == 4
     if start.code == 0:
         result.ok = True
         return result
@@ -229,6 +239,15 @@ def _ps_load_driver(ctx: RunContext, guest: Any, pkg: PackageLike, capture: Any,
     return result
 
 
+@contextmanager
+def _naming_the_wait(waits: str) -> Iterator[None]:
+    """A guest timeout here says what the script was waiting on (the transport knows only its name)."""
+    try:
+        yield
+    except GuestTimeout as hung:
+        raise GuestTimeout(f"{hung.message} (it was waiting on {waits})", hung.hint) from None
+
+
 def unload_driver(ctx: RunContext, guest: Any, delete: bool = False) -> UnloadResult:
     """sc stop, wait for STOPPED, check the device path is gone (ERROR_FILE_NOT_FOUND), optionally sc delete."""
     return ops_for(guest).unload(ctx, delete=delete)
@@ -237,11 +256,12 @@ def unload_driver(ctx: RunContext, guest: Any, delete: bool = False) -> UnloadRe
 def _ps_unload_driver(ctx: RunContext, guest: Any, delete: bool = False) -> UnloadResult:
     svc = _service_name(ctx)
     device = str(ctx.config.project.device_path)
-    raw = guest.run_script(
-        "Invoke-DriverUnload.ps1",
-        {"ServiceName": svc, "DevicePath": device, "Delete": bool(delete)},
-        timeout=float(ctx.config.project.deploy.script_timeout),
-    )
+    with _naming_the_wait(f"`sc stop {svc}` (the driver's DriverUnload) or opening {device}"):
+        raw = guest.run_script(
+            "Invoke-DriverUnload.ps1",
+            {"ServiceName": svc, "DevicePath": device, "Delete": bool(delete)},
+            timeout=float(ctx.config.project.deploy.script_timeout),
+        )
     if not isinstance(raw, dict):
         return UnloadResult(stopped=True, stop_code=0, device_gone=True, device_open_error=None, dry=True)
     stop = raw.get("stop") or {}

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from ..core.errors import StepFailed
 from ..core.scripts import script_text
-from .errors import RemoteFileNotFound
+from .errors import GuestTimeout, RemoteFileNotFound
 
 
 @dataclass
@@ -79,7 +79,12 @@ class BatchMixin:
 
     def run_batch(self, items: list[tuple[str, dict[str, Any]]], *, timeout: float | None = None) -> list[Any]:
         payload = [{"script": script_text(name), "params": params} for name, params in items]
-        raw = self.run_script("Invoke-Batch.ps1", {"ItemsJson": json.dumps(payload)}, timeout=timeout)
+        try:
+            raw = self.run_script("Invoke-Batch.ps1", {"ItemsJson": json.dumps(payload)}, timeout=timeout)
+        except GuestTimeout as hung:
+            # Name what the batch ran: "Invoke-Batch.ps1" alone says nothing about what hung.
+            names = ", ".join(name for name, _ in items)
+            raise GuestTimeout(hung.message.replace("Invoke-Batch.ps1", f"the batch of {names}", 1), hung.hint) from None
         results = raw if isinstance(raw, list) else [raw]
         out: list[Any] = []
         for (name, _), entry in zip(items, results, strict=False):

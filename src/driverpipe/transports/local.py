@@ -78,7 +78,10 @@ def run_wrapped(
 def kill_tree(proc: subprocess.Popen[bytes]) -> None:
     """End a process and everything it started (Windows: taskkill /T; elsewhere: its process group)."""
     if sys.platform == "win32":
-        subprocess.run(["taskkill", "/T", "/F", "/PID", str(proc.pid)], capture_output=True, timeout=30, check=False)
+        try:
+            subprocess.run(["taskkill", "/T", "/F", "/PID", str(proc.pid)], capture_output=True, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            pass  # the direct kill below still ends PowerShell itself; never a second wait on a hung tool
     else:
         try:
             os.killpg(proc.pid, signal.SIGKILL)

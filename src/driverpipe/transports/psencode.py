@@ -32,6 +32,9 @@ from ..core.scripts import unwrap_51_arrays
 
 #: Marker of the wrapper's own error line on stderr.
 ERROR_MARKER = "driverpipe-error: "
+#: The wrapper's first stderr line: its process id, so a caller whose script hung can end it
+#: (and what it started) from a second session: closing an SSH channel does not.
+PID_MARKER = "driverpipe-pid: "
 
 #: cmd.exe's limit (Windows OpenSSH runs the command through the default shell), with margin.
 SSH_MAX_COMMAND = 8000
@@ -56,6 +59,7 @@ function Write-DpLine([IO.Stream]$Stream, [string]$Text) {
     $Stream.Write($bytes, 0, $bytes.Length)
     $Stream.Flush()
 }
+Write-DpLine $dpErr ('driverpipe-pid: ' + $PID)
 $dpParts = $dpPayload.Trim().Split('.')
 $dpText = $dpUtf8.GetString([Convert]::FromBase64String($dpParts[0]))
 $dpJson = $dpUtf8.GetString([Convert]::FromBase64String($dpParts[1]))
@@ -76,7 +80,7 @@ try {
 exit 0
 """
 
-assert ERROR_MARKER in _TEMPLATE
+assert ERROR_MARKER in _TEMPLATE and PID_MARKER in _TEMPLATE
 
 _B64 = re.compile(r"^[A-Za-z0-9+/=]*$")
 
@@ -191,6 +195,7 @@ def script_result(script: str, where: str, rc: int, out: str, err: str) -> Any:
 
 def error_line(stderr: str) -> str:
     """The guest's error message in one line: our marker line, else the first meaningful stderr line."""
+    stderr = "\n".join(line for line in stderr.splitlines() if not line.startswith(PID_MARKER))
     for line in stderr.splitlines():
         # Anywhere in the line: a `#< CLIXML` record without a newline may stand before it.
         at = line.find(ERROR_MARKER)
@@ -201,6 +206,15 @@ def error_line(stderr: str) -> str:
         if line.strip() and not line.startswith("#< CLIXML"):
             return line.strip()
     return ""
+
+
+def wrapper_pid(stderr: str) -> int | None:
+    """The process id the wrapper announced on stderr (None before it did)."""
+    for line in stderr.splitlines():
+        if line.startswith(PID_MARKER):
+            value = line[len(PID_MARKER) :].strip()
+            return int(value) if value.isdigit() and 0 < int(value) < 2**32 else None
+    return None
 
 
 # ---------------------------------------------------------------------------

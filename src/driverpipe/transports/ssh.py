@@ -27,10 +27,11 @@ from ..core.errors import StepFailed
 from ..core.scripts import load_script, script_path
 from .base import BatchMixin, PushResult
 from .errors import Endpoint, GuestTimeout, RemoteFileNotFound, UnknownHostKey, translate_ssh
-from .psencode import SSH_MAX_COMMAND, build_invocation, partial_name, script_result, sha256_file
+from .psencode import SSH_MAX_COMMAND, build_invocation, partial_name, script_result, sha256_file, wrapper_pid
 
 KEEPALIVE_S = 15
 EOF_GRACE_S = 5.0  # after the exit status, how long to wait for the output's EOF
+END_TREE_TIMEOUT_S = 20.0  # ending a hung script's process tree from a second session
 # SFTP tuning: a large channel window keeps many pipelined writes in flight.
 SFTP_WINDOW = 64 * 1024 * 1024
 SFTP_MAX_PACKET = 256 * 1024
@@ -212,7 +213,7 @@ class SSHGuest(BatchMixin):
         rc, out, err = self._exec(inv.command_line(), inv.stdin, timeout or self.script_timeout, script)
         return script_result(script, self.name, rc, out, err)
 
-    def _exec(self, command: str, stdin: bytes | None, timeout: float, label: str) -> tuple[int, str, str]:
+    def _exec(self, command: str, stdin: bytes | None, timeout: float, label: str, *, end_on_timeout: bool = True) -> tuple[int, str, str]:
         import paramiko
 
         self.round_trips += 1
@@ -245,8 +246,15 @@ class SSHGuest(BatchMixin):
                     else:
                         remaining = deadline - time.monotonic()
                         if remaining <= 0:
+                            # Abandoned, never waited on again: closing the channel alone leaves a child
+                            # that ignores it running (and holding what it held), so it is killed with its
+                            # tree from a second session, by the pid the wrapper announced.
+                            while chan.recv_stderr_ready():
+                                err += chan.recv_stderr(1 << 16)
+                            if end_on_timeout:
+                                self._end_tree(wrapper_pid(err.decode("utf-8", "replace")), label)
                             raise GuestTimeout(
-                                f"{label} did not finish within {timeout:g} s on {self.name}; stopped (SSH channel closed)",
+                                f"{label} did not finish within {timeout:g} s on {self.name}; ended with what it started (SSH channel closed)",
                                 "raise deploy.script_timeout if the step is legitimately slow",
                             )
                         select.select([chan], [], [], min(0.25, remaining))
@@ -256,6 +264,16 @@ class SSHGuest(BatchMixin):
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise self._fail(exc) from None
         return rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+    def _end_tree(self, pid: int | None, label: str) -> None:
+        """Best effort, bounded: Stop-ProcessTree.ps1 on a new channel for the hung script's pid."""
+        if pid is None:
+            return  # it hung before announcing itself: nothing to name
+        try:
+            inv = build_invocation(self.powershell_path, load_script(script_path("Stop-ProcessTree.ps1")), {"ProcessId": pid}, max_command=SSH_MAX_COMMAND)
+            self._exec(inv.command_line(), inv.stdin, END_TREE_TIMEOUT_S, f"ending {label}", end_on_timeout=False)
+        except Exception:  # the timeout is the error to report; a dead connection is found by the next call
+            pass
 
     # -- files ----------------------------------------------------------------
 

@@ -181,6 +181,11 @@ class WinRMGuest(BatchMixin):
             raise self._fail(exc) from None
         self._wsman, self._pool = wsman, pool
 
+    def _retire(self) -> None:
+        """Close the pool now (deleting its shell on the guest) and open a new one on the next call."""
+        self._stale = True
+        self.close()
+
     def reconnect(self) -> None:
         """A NEW WSMan and pool: a pool that saw a read timeout (reboot) is unusable (pypsrp #21)."""
         self.close()
@@ -240,6 +245,7 @@ class WinRMGuest(BatchMixin):
 
         limit = float(timeout or self.script_timeout)
         self.round_trips += 1
+        retired = False
         ps = PowerShell(self._pool)
         # Local scope: the pool's one runspace is shared by every script of the run; nothing may leak between them.
         ps.add_script(load_script(path), use_local_scope=True)
@@ -259,9 +265,17 @@ class WinRMGuest(BatchMixin):
                     try:
                         ps.stop()
                     except Exception:  # the stop is best effort; the timeout is the error to report
-                        self._stale = True
+                        pass
+                    # A stop only asks: a blocking .NET or P/Invoke call (DeviceIoControl on a pended
+                    # IRP, CreateFileW, Task.Wait) ignores it, and the pool's one runspace stays busy,
+                    # so every later script would queue behind it. The pool is retired (its shell
+                    # deleted, which ends the hung process on the guest); the next call opens a new one.
+                    retired = True
+                    self._retire()
                     raise GuestTimeout(
-                        f"{script} did not finish within {limit:g} s on {self.name}; stopped",
+                        f"{script} did not finish within {limit:g} s on {self.name}; stopped, and its WinRM shell "
+                        "closed (a blocking call ignores a stop): the next script runs in a new one",
+                        "a driver that pends a request or hangs in a routine is the usual cause: see `invoke logs`; "
                         "raise deploy.script_timeout if the step is legitimately slow",
                     )
                 # Each receive waits at most this long on the server, so the deadline is honoured.
@@ -271,6 +285,8 @@ class WinRMGuest(BatchMixin):
                     if _is_read_timeout(exc):
                         # The server did not even send its operation-timeout reply: a hung or crashed
                         # guest. Reported as the guest timeout (regress forces a dump on it), at once.
+                        # Never waited on again: the next call starts from a new pool.
+                        self._stale = True
                         raise GuestTimeout(
                             f"{script}: {self.name} stopped answering (no reply within winrm.read_timeout = {self._kwargs['read_timeout']} s)",
                             "check the guest (bugcheck? hang?) with `invoke vm.status` / `invoke logs`",
@@ -286,7 +302,7 @@ class WinRMGuest(BatchMixin):
         except Exception as exc:
             raise self._fail(exc) from None
         finally:
-            if ps.state != PSInvocationState.RUNNING:
+            if not retired and ps.state != PSInvocationState.RUNNING:
                 try:
                     ps.close()
                 except Exception:  # releasing the server-side pipeline must not mask the result

@@ -11,6 +11,9 @@ param(
     [switch]$Discard
 )
 $ErrorActionPreference = 'Stop'
+
+#include Move-FileAtomic.ps1
+
 if ($Discard) {
     if (Test-Path -LiteralPath $Partial) { Remove-Item -LiteralPath $Partial -Force }
     ConvertTo-Json -InputObject ([pscustomobject]@{ discarded = $true }) -Compress -Depth 6
@@ -35,8 +38,9 @@ if (Test-Path -LiteralPath $Path -PathType Leaf) {
     try {
         [IO.File]::Replace($Partial, $Path, [NullString]::Value)
     } catch {
-        # Replace refuses some file systems/attributes; Move-Item -Force still never exposes a partial file.
-        Move-Item -LiteralPath $Partial -Destination $Path -Force
+        # Replace refuses some file systems/attributes: MoveFileEx replaces in one step too
+        # (never Move-Item -Force, which deletes the destination first on 5.1).
+        Move-FileAtomic $Partial $Path
     }
 } else {
     [IO.File]::Move($Partial, $Path)

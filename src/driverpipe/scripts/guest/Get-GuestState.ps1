@@ -22,16 +22,12 @@ $bootTime = $os.LastBootUpTime.ToFileTime()
 # Secure Boot: BIOS firmware has no Secure Boot; Confirm-SecureBootUEFI throws there.
 $secureBoot = 'unknown'
 $secureBootDetail = ''
-if ($env:firmware_type -eq 'Legacy') {
+try {
+    if (Confirm-SecureBootUEFI) { $secureBoot = 'on' } else { $secureBoot = 'off' }
+} catch [System.PlatformNotSupportedException] {
     $secureBoot = 'unsupported'
-} else {
-    try {
-        if (Confirm-SecureBootUEFI) { $secureBoot = 'on' } else { $secureBoot = 'off' }
-    } catch [System.PlatformNotSupportedException] {
-        $secureBoot = 'unsupported'
-    } catch {
-        $secureBootDetail = $_.Exception.Message
-    }
+} catch {
+    $secureBootDetail = $_.Exception.Message
 }
 
 # HVCI (memory integrity): running per Device Guard, else configured in the registry.

@@ -12,9 +12,14 @@ param(
     [Parameter(Mandatory)][string]$CrateDir,
     [Parameter(Mandatory)][string]$LibName,
     [ValidateSet('release', 'debug')][string]$BuildProfile = 'release',
-    [string]$Features = ''
+    [string]$Features = '',
+    # Below the client's own limit, so the build is ended here and its tree with it.
+    [int]$TimeoutSeconds = 3500
 )
 $ErrorActionPreference = 'Stop'
+
+#include Invoke-Native.ps1
+
 # Expand-Archive's progress bar fails or slows down in non-interactive sessions.
 $ProgressPreference = 'SilentlyContinue'
 
@@ -57,8 +62,23 @@ $env:CARGO_TERM_COLOR = 'never'
 $proc = Start-Process -FilePath $cargo.Source -ArgumentList $cargoArgs -WorkingDirectory $crate -NoNewWindow -PassThru `
     -RedirectStandardOutput $outFile -RedirectStandardError $errFile
 $null = $proc.Handle  # cache the handle now, or ExitCode reads as empty after the exit (a .NET quirk)
-$proc.WaitForExit()
-$exitCode = [int]$proc.ExitCode
+# Short waits, bounded: PowerShell stops a pipeline only between statements, and a build that
+# never ends must not hold the session. A stop or the time limit ends cargo's whole tree
+# (rustc, link.exe): .NET Framework's Kill() would end cargo alone.
+$deadline = (Get-Date).AddSeconds($TimeoutSeconds)
+$timedOut = $false
+try {
+    while (-not $proc.WaitForExit(250)) {
+        if ((Get-Date) -ge $deadline) {
+            $timedOut = $true
+            break
+        }
+    }
+} finally {
+    if (-not $proc.HasExited) { Stop-NativeTree $proc.Id }
+}
+$exitCode = -2
+if (-not $timedOut) { $exitCode = [int]$proc.ExitCode }
 
 $dll = $null
 $pdb = $null
@@ -86,6 +106,7 @@ if ($dll -and (Test-Path -LiteralPath $dll)) {
 }
 $tail = ''
 if (Test-Path -LiteralPath $errFile) { $tail = (Get-Content -LiteralPath $errFile -Tail 200 -Encoding UTF8) -join "`n" }
+if ($timedOut) { $tail = "cargo did not finish within $TimeoutSeconds s on the build host; ended`n" + $tail }
 
 ConvertTo-Json -InputObject ([ordered]@{
         exitCode   = $exitCode

@@ -35,6 +35,16 @@ function ConvertTo-NativeArgument {
     return $quoted.ToString()
 }
 
+# Ends a process and everything it started (taskkill /T /F), waiting at most 5 s, never
+# throwing: .NET Framework's Process.Kill() ends only the process itself.
+function Stop-NativeTree {
+    param([int]$ProcessId)
+    try {
+        $killer = [System.Diagnostics.Process]::Start('taskkill.exe', ('/T /F /PID ' + $ProcessId))
+        [void]$killer.WaitForExit(5000)
+    } catch { $null = $_ }
+}
+
 function Invoke-Native {
     param([string]$Exe, [string[]]$Arguments)
     # The system's OEM code page (console tools write it when redirected); the culture's as a fallback.
@@ -60,12 +70,18 @@ function Invoke-Native {
         # Short waits, not one blocking call: PowerShell can only stop a pipeline between
         # statements, so a hung tool would otherwise outlive the client's script_timeout.
         while (-not $process.WaitForExit(250)) { }
-        $copyOut.Wait()
-        $copyErr.Wait()
+        # The copies end when every writer closed the pipes; a child the tool left running may
+        # hold them for ever: wait a bounded time (in short, stoppable waits), then take what came.
+        $copyDeadline = (Get-Date).AddSeconds(10)
+        while ((-not ($copyOut.IsCompleted -and $copyErr.IsCompleted)) -and ((Get-Date) -lt $copyDeadline)) {
+            [void][Threading.Tasks.Task]::WaitAll(@($copyOut, $copyErr), 250)
+        }
         $rc = $process.ExitCode
     } finally {
-        # A stopped pipeline (the client's timeout, Ctrl-C) ends the tool too.
+        # A stopped pipeline (the client's timeout, Ctrl-C) ends the tool and everything it
+        # started: .NET Framework's Kill() ends only the direct child, taskkill /T the tree.
         if (-not $process.HasExited) {
+            Stop-NativeTree $process.Id
             try { $process.Kill() } catch { $null = $_ }
         }
         $process.Dispose()

@@ -67,7 +67,15 @@ class Pump:
             return 0
 
     def pump(self) -> int:
-        """Convert what Wine wrote since the last pump; returns how many lines were added."""
+        """Convert what Wine wrote since the last pump; returns how many lines were added. Under the
+        prefix's record lock, the offsets re-read under it: two processes pumping one capture (a
+        deploy and `invoke logs`) never append a line twice or skip one."""
+        if not self.prefix.raw_log.exists():
+            return 0
+        with self.prefix.record_lock():
+            return self._pump_held()
+
+    def _pump_held(self) -> int:
         raw = self.prefix.raw_log
         offset = int(self.prefix.recorded("raw_offset", 0) or 0)
         seq = int(self.prefix.recorded("seq", 0) or 0)
@@ -182,11 +190,18 @@ class WineCapture(Capture):
         self._window: list[LogLine] = []
         self.lines_total = 0
         self._received = bytearray()
-        if not ctx.dry:
-            self.pump.pump()
-        self._start = self.pump.size()  # this run's lines start here
-        if not ctx.dry and run_id != "verify":
-            self.pump.prefix.record(capture_start=self._start, capture_run=run_id)  # `invoke verify` reads from here
+        self._raw_start = 0
+        if ctx.dry:
+            self._start = self.pump.size()
+        else:
+            # Pumped, measured and recorded in one hold of the record lock: no other process's
+            # pump or capture start lands in between.
+            with self.pump.prefix.record_lock():
+                self.pump.pump()
+                self._start = self.pump.size()  # this run's lines start here
+                self._raw_start = int(self.pump.prefix.recorded("raw_offset", 0) or 0)
+                if run_id != "verify":
+                    self.pump.prefix.record(capture_start=self._start, capture_run=run_id)  # `invoke verify` reads from here
         self.tail = LogTail(self._read, chunk_size=READ_CHUNK)
         self.tail.offset = self._start
 
@@ -236,11 +251,23 @@ class WineCapture(Capture):
         deadline = time.monotonic() + 5.0
         while True:  # the unwind's traces follow the failure line: read until Wine reports the failed load
             self.pump.pump()
-            tail = self.pump.events[-200:]
-            if any(e.kind == "err" and e.function.endswith("ZwLoadDriver") for e in tail) or time.monotonic() > deadline:
+            events = self._events()
+            if any(e.kind == "err" and e.function.endswith("ZwLoadDriver") for e in events[-200:]) or time.monotonic() > deadline:
                 break
             self._sleep(0.05)
-        return unwind_leak(self.pump.events, entry)
+        return unwind_leak(events, entry)
+
+    def _events(self) -> list[WineEvent]:
+        """Every kept line of this capture, read back from Wine's raw log: another process may have
+        pumped some of them (this process's own pump list would miss those)."""
+        try:
+            with self.pump.prefix.raw_log.open("rb") as fh:
+                fh.seek(max(self._raw_start, fh.seek(0, 2) - MAX_PUMP_BYTES))
+                data = fh.read(MAX_PUMP_BYTES)
+        except OSError:
+            return list(self.pump.events)
+        lines = data[: data.rfind(b"\n") + 1].decode("utf-8", "replace").splitlines()
+        return [e for e in (parse_raw_line(line) for line in lines) if e is not None]
 
     def _entry_line(self) -> str:
         sequence = list(self.ctx.config.project.expect.failed_load.get("sequence") or [])

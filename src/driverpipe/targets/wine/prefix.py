@@ -25,7 +25,11 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
 from typing import Any
@@ -48,6 +52,23 @@ INSTALL_HINT = "apt-get install wine wine64 (Debian/Ubuntu), then run again"
 # (STATUS_CONFLICTING_ADDRESSES) and exits at once. It is transient: start again.
 TRANSIENT = "failed to map the shared user data"
 START_ATTEMPTS = 3
+# Set in the environment of every Wine process the pipeline starts, with the token run.json
+# records: what carries it is ours (the service manager and driver hosts inherit it); what
+# does not (a user's own winecfg or wineserver in the prefix) is never ended by start().
+RUN_TOKEN_ENV = "DRIVERPIPE_WINE_RUN"
+
+
+class _RecordLock:
+    """One holder of a prefix's run record at a time: an flock across processes, re-entrant in one."""
+
+    def __init__(self) -> None:
+        self.rlock = threading.RLock()
+        self.depth = 0
+        self.fh: Any = None
+
+
+_RECORD_LOCKS: dict[str, _RecordLock] = {}
+_RECORD_LOCKS_GUARD = threading.Lock()
 
 
 class WineServerGone(Diagnosed, StepFailed):
@@ -124,6 +145,10 @@ class WinePrefix:
             # No Mono/Gecko installer prompts when the prefix is made; no display needed.
             WINEDLLOVERRIDES="mscoree,mshtml=",
         )
+        token = self.recorded("run_token") if self.state_dir.is_dir() else None
+        env.pop(RUN_TOKEN_ENV, None)
+        if isinstance(token, str) and token:
+            env[RUN_TOKEN_ENV] = token
         env.pop("DISPLAY", None)
         env.pop("WAYLAND_DISPLAY", None)
         return env
@@ -302,20 +327,56 @@ class WinePrefix:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(self.state_dir / "run.json", (json.dumps(data, indent=2) + "\n").encode())
 
+    @contextmanager
+    def record_lock(self) -> Iterator[None]:
+        """Hold the run record (and the capture log the pump appends to) against every other process:
+        `invoke verify`/`logs` and a deploy pump the same capture and update the same record. Whoever
+        holds it re-reads the record under it."""
+        import fcntl
+
+        with _RECORD_LOCKS_GUARD:
+            entry = _RECORD_LOCKS.setdefault(str(self.state_dir), _RecordLock())
+        with entry.rlock:
+            if entry.depth == 0:
+                self.state_dir.mkdir(parents=True, exist_ok=True)
+                entry.fh = (self.state_dir / "run.lock").open("a+b")
+                fcntl.flock(entry.fh.fileno(), fcntl.LOCK_EX)
+            entry.depth += 1
+            try:
+                yield
+            finally:
+                entry.depth -= 1
+                if entry.depth == 0:
+                    entry.fh.close()  # closing drops the flock
+                    entry.fh = None
+
     def record(self, **changes: Any) -> dict[str, Any]:
-        """Update the run record (server pid, capture offsets, what was verified) and return it."""
-        data = self._run_record()
-        data.update(changes)
-        self._write_run_record(data)
-        return data
+        """Update the run record (server pid, capture offsets, what was verified) and return it:
+        read, changed and written under the record lock, so no stale copy overwrites a newer change."""
+        with self.record_lock():
+            data = self._run_record()
+            data.update(changes)
+            self._write_run_record(data)
+            return data
 
     def recorded(self, key: str, default: Any = None) -> Any:
         return self._run_record().get(key, default)
 
     def _clear_run_records(self) -> None:
-        data = self._run_record()
-        keep = {k: v for k, v in data.items() if k in ("raw_offset", "seq")}
-        self._write_run_record(keep)
+        with self.record_lock():
+            data = self._run_record()
+            keep = {k: v for k, v in data.items() if k in ("raw_offset", "seq")}
+            self._write_run_record(keep)
+
+    def _ours(self, pid: int, token: Any) -> bool:
+        """Process `pid` carries this prefix's recorded run token: the pipeline started it."""
+        if not isinstance(token, str) or not token:
+            return False
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return f"{RUN_TOKEN_ENV}={token}".encode() in env
 
     def running(self) -> bool:
         """Our persistent server is alive (the one run.json names)."""
@@ -336,18 +397,23 @@ class WinePrefix:
         if self.running():
             return
         others = self.processes()
-        server = next((p for p, c in others.items() if "wineserver" in c.split(" ")[0]), None)
-        if server is not None and not self.recorded("server_pid"):
+        token = self.recorded("run_token")
+        foreign = {pid: cmd for pid, cmd in others.items() if not self._ours(pid, token)}
+        if foreign:
+            # A recorded pid that is stale says nothing about these: the user's own wineserver or
+            # winecfg in this prefix. Never ended here, as stop() never ends them.
+            pid, cmd = next(((p, c) for p, c in foreign.items() if "wineserver" in c.split(" ")[0]), next(iter(foreign.items())))
             raise EnvironmentProblem(
-                f"a wineserver not started by driverpipe runs for {self.path} (pid {server})",
-                f"end it (WINEPREFIX={self.path} wineserver -k) or give this target its own wine.prefix",
+                f"Wine process {pid} ({cmd.split(' ')[0].rsplit('/', 1)[-1]}) not started by driverpipe runs in {self.path}; not ending it",
+                f"end it yourself (WINEPREFIX={self.path} wineserver -k) or give this target its own wine.prefix",
             )
-        # What is left is ours: the processes of an earlier run whose server died (killed
-        # mid-deploy), or a stray server a command started after that. Useless now: end them.
+        # What is left is ours (it carries our run token): the processes of an earlier run whose
+        # server died (killed mid-deploy), or a stray server a command started after that. End them.
         for pid in others:
             _kill(pid, signal.SIGKILL)
         self._wait_for(lambda: not self.processes(), 5.0)
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.record(run_token=uuid.uuid4().hex)  # before the server: everything started from now on carries it
         # The server daemonizes keeping its stdout/stderr: never a pipe here.
         self._quiet([self._tool(self.wineserver), "-p"], 60)
         pid = self._wait_for(self.server_pid, 10.0)
