@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..core.context import RunContext
-from ..core.errors import EnvironmentProblem, PipelineError, StepFailed
+from ..core.errors import EnvironmentProblem, MissingTool, PipelineError, StepFailed
 
 BACKOFF_CAP = 12.0
 SHUTDOWN_DELAY = 2  # seconds: lets the WinRM reply get out before the machine goes down
@@ -34,7 +34,7 @@ def is_connection_error(exc: BaseException) -> bool:
     """An unreachable guest / dropped connection, as opposed to a script that ran and failed."""
     from ..transports.base import GuestScriptError
 
-    if isinstance(exc, Diagnosed):
+    if isinstance(exc, Diagnosed | MissingTool):
         return False
     from ..transports.errors import WinRMFault
 
