@@ -42,11 +42,11 @@ class WineHost:
     def status(self) -> VmStatus:
         if self.prefix.foreign():
             return VmStatus(self.name, VmState.UNKNOWN, f"not made by driverpipe: left alone (point {self.prefix.key} at a new folder to use this target)")
-        if not (self.prefix.path / "system.reg").exists():
-            return VmStatus(self.name, VmState.ABSENT, "no prefix yet: the first deploy (or vm.start) creates it")
         problem = self.prefix.describe_problem()
         if problem:
             return VmStatus(self.name, VmState.UNKNOWN, f"not usable: {problem}; `invoke vm.revert` resets it")
+        if not (self.prefix.path / "system.reg").exists():
+            return VmStatus(self.name, VmState.ABSENT, "no prefix yet: the first deploy (or vm.start) creates it")
         pids = self.prefix.processes()
         if self.prefix.running():
             return VmStatus(self.name, VmState.RUNNING, f"{self.prefix.version()}; Wine processes {', '.join(map(str, sorted(pids)))}")

@@ -143,8 +143,9 @@ class WinePrefix:
         env.update(
             WINEPREFIX=str(self.path),
             WINEDEBUG=debug,
-            # No Mono/Gecko installer prompts when the prefix is made; no display needed.
-            WINEDLLOVERRIDES="mscoree,mshtml=",
+            # No Mono/Gecko installer prompts when the prefix is made; no display needed; no
+            # menu entries or file associations written into the user's desktop folders.
+            WINEDLLOVERRIDES="mscoree,mshtml=;winemenubuilder.exe=d",
         )
         env.pop("DISPLAY", None)
         env.pop("WAYLAND_DISPLAY", None)
@@ -262,14 +263,15 @@ class WinePrefix:
 
     def restore(self, name: str, *, remove: list[Path]) -> None:
         """Stop Wine, put the named hives back and delete what the pipeline put in the prefix."""
+        if self.foreign():
+            raise self.foreign_error()
         src = self.state_dir / "states" / name
         if not src.is_dir():
             raise ConfigError(
                 f"Wine prefix {self.path} has no state {name!r}", f"known: {', '.join(self.states()) or 'none'}; `invoke vm.snapshot NAME` makes one"
             )
-        if self.foreign():
-            raise self.foreign_error()
-        inside = [p for p in remove if self.drive_c in p.parents and p.parent != self.drive_c / "windows" and self.drive_c / "windows" not in p.parents]
+        windows = self.drive_c / "windows"
+        inside = [p for p in remove if self.drive_c in p.parents and p != windows and windows not in p.parents]
         if len(inside) != len(remove):
             raise ConfigError(
                 f"refusing to delete {', '.join(str(p) for p in remove if p not in inside)}: not a folder the pipeline pushes to",
