@@ -72,24 +72,7 @@ def test_ctrl_c_during_libvirt_vm_start_returns_within_2_s(project: Path, tmp_pa
     virsh = bin_dir / "virsh"
     virsh.write_text(STUBBORN_VIRSH.format(python=sys.executable), encoding="utf-8")
     virsh.chmod(virsh.stat().st_mode | stat.S_IEXEC)
-    (project / "user-config.toml").write_text(
-        'default_target = "t"\n[targets.t]\ntransport = "local"\nvm_host = "lv"\nvm_name = "win11"\ntest_machine = true\n[vm_hosts.lv]\nkind = "libvirt"\n',
-        encoding="utf-8",
-    )
-    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "invoke", "--search-root", str(REPO), "vm.start"],
-        cwd=project,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    time.sleep(2.0)  # well inside `virsh start`
-    sent = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
-    took = time.monotonic() - sent
+    proc, took, out, err = _interrupt_vm_start(project, bin_dir)  # Ctrl-C lands well inside `virsh start`
     assert proc.returncode == 130, out + err
     assert took < 2.0, f"took {took:.1f} s after Ctrl-C"
     assert "Traceback" not in err, err
