@@ -143,3 +143,10 @@ def test_pyproject_license_is_an_spdx_string_with_a_backend_that_reads_it() -> N
     assert data["project"]["license"] == "MIT"
     requires = data["build-system"]["requires"]
     assert any(r.replace(" ", "").startswith("setuptools>=") and int(r.split(">=")[1].split(".")[0]) >= 77 for r in requires), requires
+
+
+@pytest.mark.parametrize("answer", [{"boot_time": "133500000000000000"}, {"boot_time": 1.5}, {"boot_time": True}, ["x"], "x"])
+def test_a_boot_time_that_is_not_an_integer_is_unknown(answer: Any) -> None:
+    from driverpipe.targets.reboot import read_boot_time
+
+    assert read_boot_time(_Answers(answer)) is None

@@ -54,19 +54,21 @@ def backoff(attempt: int, jitter: float) -> float:
     return min(2.0**attempt + jitter, BACKOFF_CAP)
 
 
+def _whole(value: Any) -> int | None:
+    """A guest's integer; anything else (text, a float, a table) is unknown, like a missing value."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def read_boot_time(guest: Any) -> int | None:
     result = guest.run_script("Get-BootTime.ps1", {})
-    if not isinstance(result, dict) or result.get("boot_time") is None:
-        return None
-    return int(result["boot_time"])
+    return _whole(result.get("boot_time")) if isinstance(result, dict) else None
 
 
 def _shutdown_rc(result: Any) -> int | None:
     if not isinstance(result, dict):
         return None
     last = result.get("second") or result.get("first") or {}
-    rc = last.get("rc") if isinstance(last, dict) else None
-    return None if rc is None else int(rc)
+    return _whole(last.get("rc")) if isinstance(last, dict) else None
 
 
 def reboot_and_wait(
