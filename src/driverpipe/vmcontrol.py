@@ -48,6 +48,7 @@ def _run(ctx: Any, action: str, section: Section, state: str | None, timeout: fl
             "set vm_host (a [vm_hosts.NAME] entry) and vm_name for this target",
         )
     label = f"{section.name} ({host.name})"
+    interrupted = False
     try:
         if action == "status":
             st = host.status()
@@ -84,9 +85,13 @@ def _run(ctx: Any, action: str, section: Section, state: str | None, timeout: fl
         host.snapshot(state)
         ctx.say(f"{label}: state '{state}' saved")
         return 0
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
     finally:
         try:
-            for event in host.events():
+            # After Ctrl-C only bounded steps: asking the hypervisor again would re-run what may have hung.
+            for event in [] if interrupted else host.events():
                 ctx.say(f"{label}: hypervisor event {event.kind}" + (f" {event.detail}" if event.detail else ""))
         except PipelineError:
             pass  # the action's own outcome (or error) is what the user needs to see

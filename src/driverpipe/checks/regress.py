@@ -162,17 +162,12 @@ def not_applicable(session: RegressSession) -> dict[str, str]:
 
 def build_manifest_features(ctx: RunContext) -> list[str]:
     """Cargo features of the build the package was made from (the build step's manifest)."""
-    import json
-
+    from ..core.owned import read_record
+    from ..image.artifact import MANIFEST_NAME, MANIFEST_SHAPE
     from ..image.package import package_dir
 
-    manifest = package_dir(ctx).parent / "driverpipe-build.json"
-    try:
-        data = json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    features = data.get("features") or []
-    return [str(f) for f in features] if isinstance(features, list) else []
+    data = read_record(package_dir(ctx).parent / MANIFEST_NAME, MANIFEST_SHAPE)
+    return [str(f) for f in data.get("features") or []] if data is not None else []
 
 
 def read_evidence(session: RegressSession) -> dict[str, Any]:

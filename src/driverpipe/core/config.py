@@ -197,13 +197,44 @@ def name_problem(value: str) -> str:
     return ""
 
 
+HOST_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+
+def host_problem(value: str) -> str:
+    """'' when `value` is a host name, an IPv4 or an IPv6 address (brackets allowed); else what it is not."""
+    import ipaddress
+
+    bare = value[1:-1] if value.startswith("[") and value.endswith("]") else value
+    try:
+        ipaddress.ip_address(bare)
+        return ""
+    except ValueError:
+        pass
+    name = value[:-1] if value.endswith(".") else value
+    if 0 < len(name) <= 253 and all(HOST_LABEL.fullmatch(label) for label in name.split(".")):
+        return ""
+    return f"{value!r} is not a host name or IP address"
+
+
 def value_problem(value: Any, spec: Key) -> tuple[str, str] | None:
     """(problem, fix) when a well-typed value breaks the key's range or name rule; None when it is fine."""
+    if isinstance(value, list) and spec.identifiers:
+        if not value:
+            return "the list is empty", "name at least one step (the driver's DriverEntry step names, in order)"
+        for item in value:
+            if not isinstance(item, str) or not IDENTIFIER.fullmatch(item):
+                return f"{item!r} is not a step name", "use identifiers (letters, digits and '_'), e.g. IoCreateDevice"
+        if len(set(value)) != len(value):
+            return "a step is named twice", "name each step once"
+        return None
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
     if isinstance(value, str):
         if spec.name and value and name_problem(value):
             return f"{name_problem(value)}", "use letters, digits, '.', '_' and '-' (no separators, no '..')"
+        if spec.host and value and host_problem(value):
+            return host_problem(value), "use a host name (letters, digits, '-', '.') or an IPv4/IPv6 address, nothing else"
         return None
     if isinstance(value, float) and not math.isfinite(value):
         return f"{value!r} is not a finite number", "use a plain number"
@@ -349,7 +380,9 @@ class Config:
             )
         section = Section({"name": name, **self.user.targets[name]}, f"targets.{name}.")
         if section.transport == "wine":
-            self.wine_prefix(section)  # a bad prefix setting fails here, before any work
+            self.wine_prefix(section)  # a bad prefix or program setting fails here, before any work
+            for program in ("wine", "wineserver"):
+                _check_program(f"targets.{name}.wine.{program}", str(section.wine[program]), default=program)
         return section
 
     def wine_prefix(self, section: Section) -> Path:
@@ -362,6 +395,15 @@ class Config:
             raise ConfigError(
                 f"targets.{section.name}.wine.prefix {path} is inside the project",
                 "keep Wine prefixes out of the repository: leave wine.prefix empty (per-user state dir) or point it elsewhere",
+            )
+        from .owned import foreign_folder_problem
+
+        problem = foreign_folder_problem(path)
+        if problem:
+            key = f"targets.{section.name}.wine.prefix"
+            raise ConfigError(
+                f"{key} {path} {problem}; driverpipe never changes or deletes it",
+                f"point {key} at a new or empty folder (or leave it unset for a per-user prefix)",
             )
         return path
 
@@ -377,6 +419,22 @@ class Config:
 
 
 BUILTIN_WINE_TARGET = "wine"
+
+
+def _check_program(key: str, value: str, *, default: str) -> None:
+    """A configured program: a path must be an executable file; a bare name other than the default must be on PATH.
+
+    The default name missing from PATH is left to the step, which says how to install it (exit 3).
+    """
+    import shutil
+
+    if os.sep in value or (os.altsep and os.altsep in value):
+        path = Path(value).expanduser()
+        if not path.is_file() or not os.access(path, os.X_OK):
+            what = "no such file" if not path.exists() else ("not a regular file" if not path.is_file() else "not executable")
+            raise ConfigError(f"{key} = {value!r}: {what}", f"point {key} at the {default} program (or leave it unset for {default!r} on PATH)")
+    elif value != default and shutil.which(value) is None:
+        raise ConfigError(f"{key} = {value!r}: not found on PATH", f"use a program on PATH or a full path (or leave it unset for {default!r})")
 
 
 def builtin_wine_target() -> Section:

@@ -55,6 +55,10 @@ class EnvironmentProblem(PipelineError):
     exit_code = ExitCode.ENVIRONMENT
 
 
+class MissingTool(EnvironmentProblem):
+    """A program the step runs is not installed. Exit code 3 with the install line; never read as a lost connection."""
+
+
 class StepFailed(PipelineError):
     """A tool or remote operation ran and failed. Exit code 4."""
 

@@ -4,6 +4,10 @@ Steps never call subprocess directly. They call `ctx.runner.run(argv, ...)`, whi
 in `--dry` mode prints the command (secrets redacted) and returns a synthetic
 success, and otherwise runs it with a timeout and captured output. Tests swap in
 fake executables on PATH, never a fake runner, so the argv we build is real.
+
+After Ctrl-C reached a program it ran (the program is killed at once), the runner
+runs nothing more: a clean-up that would call the tool that just hung raises
+KeyboardInterrupt again instead of waiting out its timeout.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ class ToolRunner:
     echo: Callable[[str], None] = print
     verbose: bool = False
     history: list[list[str]] = field(default_factory=list)
+    interrupted: bool = False
 
     def run(
         self,
@@ -75,6 +80,8 @@ class ToolRunner:
         under --dry, because a plan that depends on it would otherwise be a guess.
         """
         args = [os.fspath(a) for a in argv]
+        if self.interrupted:
+            raise KeyboardInterrupt  # interrupted earlier: no second call of a tool that may hang
         self.history.append(args)
         label = what or Path(args[0]).name
         if self.dry and mutates:
@@ -105,6 +112,9 @@ class ToolRunner:
             raise EnvironmentProblem(f"{label}: cannot execute {args[0]} (permission denied)") from exc
         except subprocess.TimeoutExpired as exc:
             raise StepFailed(f"{label}: timed out after {timeout:g} s: {format_argv(args)}") from exc
+        except KeyboardInterrupt:
+            self.interrupted = True  # subprocess.run has killed the program
+            raise
         done = Completed(args, proc.returncode, proc.stdout or "", proc.stderr or "")
         if check and proc.returncode != 0:
             tail = last_meaningful_line(done.stderr) or last_meaningful_line(done.stdout)

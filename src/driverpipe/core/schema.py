@@ -25,6 +25,8 @@ class Key:
     positive: bool = False  # numbers: finite and > 0 (timeouts, intervals)
     name: bool = False  # strings that become file or folder names: no separators, no '..'
     port: bool = False  # 1..65535, or 0 when 0 means "the default port"
+    host: bool = False  # a host name, IPv4 or IPv6 address (or empty when not required)
+    identifiers: bool = False  # lists: at least one item, each an identifier (letters, digits, '_'), no repeats
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,11 @@ PROJECT = Table(
             {
                 "cycles": Key(int, 10, "load/unload cycles", low=1, high=100000),
                 "fault_steps": Key(
-                    list, ["IoCreateDevice", "IoCreateSymbolicLink"], "DriverEntry steps, in order (fault injection index = position + 1)", item_type=str
+                    list,
+                    ["IoCreateDevice", "IoCreateSymbolicLink"],
+                    "DriverEntry steps, in order (fault injection index = position + 1); at least one, each an identifier",
+                    item_type=str,
+                    identifiers=True,
                 ),
                 "verifier": Key(bool, False, "run a Driver Verifier pass"),
                 "stop_timeout": Key((int, float), 120, positive=True, doc="seconds a graceful guest shutdown may take at the end of a run before a hard stop"),
@@ -137,7 +143,7 @@ PROJECT = Table(
 TARGET = Table(
     {
         "transport": Key(str, "winrm", "how to reach the guest (wine: a Wine prefix on this Linux machine, tier 0)", choices=("winrm", "ssh", "local", "wine")),
-        "host": Key(str, "", "guest address (winrm/ssh)"),
+        "host": Key(str, "", "guest address (winrm/ssh): a host name or IP address", host=True),
         "port": Key(int, 0, "port (0: 5986 WinRM over HTTPS, 5985 over HTTP, 22 SSH)", port=True),
         "user": Key(str, "", "account on the guest (an administrator)"),
         "password_env": Key(str, "", "environment variable holding the password"),
@@ -172,9 +178,14 @@ TARGET = Table(
         ),
         "wine": Table(
             {
-                "prefix": Key(str, "", "the Wine prefix (empty: per-user state dir, driverpipe/wine/<target>); never inside the repository"),
-                "wine": Key(str, "wine", "the wine program"),
-                "wineserver": Key(str, "wineserver", "the wineserver program"),
+                "prefix": Key(
+                    str,
+                    "",
+                    "the Wine prefix (empty: per-user state dir, driverpipe/wine/<target>); never inside the repository; "
+                    "a directory driverpipe made, an empty one or none (another prefix is refused, never changed)",
+                ),
+                "wine": Key(str, "wine", "the wine program (a name on PATH or the path of an executable file)"),
+                "wineserver": Key(str, "wineserver", "the wineserver program (a name on PATH or the path of an executable file)"),
                 "start_timeout": Key((int, float), 180, positive=True, doc="seconds to create the prefix or start Wine's services"),
             }
         ),
@@ -216,7 +227,7 @@ VM_HOST_KINDS = {
     "hyperv": Table(
         {
             "transport": Key(str, "local", "how to reach the Hyper-V host", choices=("local", "winrm")),
-            "host": Key(str, "", "Hyper-V host (winrm)"),
+            "host": Key(str, "", "Hyper-V host (winrm): a host name or IP address", host=True),
             "user": Key(str, "", "account on the Hyper-V host (winrm)"),
             "password_env": Key(str, "", "environment variable holding that account's password"),
             "use_powershell_direct": Key(bool, False, "reach the guest over PowerShell Direct (pipeline runs on the host)"),
@@ -227,7 +238,7 @@ VM_HOST_KINDS = {
 BUILD_HOST = Table(
     {
         "transport": Key(str, "ssh", "how to reach the Windows build host", choices=("ssh", "winrm")),
-        "host": Key(str, "", "address", required=True),
+        "host": Key(str, "", "address: a host name or IP address", required=True, host=True),
         "port": Key(int, 0, "port (0: transport default)", port=True),
         "user": Key(str, "", "account", required=True),
         "password_env": Key(str, "", "environment variable holding the password"),

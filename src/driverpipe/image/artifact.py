@@ -16,6 +16,7 @@ from typing import Any
 from ..core.context import RunContext
 from ..core.errors import CheckFailed, ConfigError, EnvironmentProblem, PipelineError, StepFailed
 from ..core.files import sha256_file, write_atomic
+from ..core.owned import is_sha256, is_text, mapping_of, one_of, or_none, read_record, table
 from . import imagecheck
 
 MANIFEST_NAME = "driverpipe-build.json"
@@ -24,6 +25,30 @@ FEATURE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_+./-]*$")
 MACHINES = {"amd64": 0x8664, "arm64": 0xAA64}
 SUBSYSTEMS = {1: "NATIVE", 2: "WINDOWS_GUI", 3: "WINDOWS_CUI"}
 ERROR_LINES_SHOWN = 40
+
+
+def _output_file(*suffixes: str) -> Any:
+    """A recorded output path: absolute, no '..', one of the suffixes the build writes."""
+    return lambda v: isinstance(v, str) and Path(v).is_absolute() and ".." not in Path(v).parts and Path(v).suffix.lower() in suffixes
+
+
+# driverpipe-build.json as _write_manifest writes it; anything else reads as "no build output".
+MANIFEST_SHAPE = table(
+    {
+        "format": one_of(1),
+        "artifact": _output_file(".dll", ".sys"),
+        "pdb": or_none(_output_file(".pdb")),
+        "map": or_none(_output_file(".map")),
+        "sha256": mapping_of(one_of("artifact", "pdb", "map"), is_sha256),
+        "source": is_text,
+        "features": lambda v: isinstance(v, list) and all(isinstance(f, str) and FEATURE_RE.match(f) for f in v),
+        "profile": is_text,
+        "timestamp": or_none(is_text),
+        "model": one_of("kmdf", "wdm"),
+        "image": mapping_of(is_text, lambda v: True),
+    },
+    optional=("pdb", "map", "features", "profile", "timestamp", "model", "image"),
+)
 
 
 @dataclass
@@ -122,10 +147,10 @@ def load_manifest(ctx: RunContext) -> BuildResult:
             f"no build output for profile {ctx.config.project.build.profile} ({path} is missing)",
             "run `invoke build` (or `invoke build --from PATH` with a built .dll/.sys)",
         )
-    try:
-        result = BuildResult.from_json(json.loads(path.read_text(encoding="utf-8")), path)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{path}: unreadable build manifest ({exc.__class__.__name__})", "re-run `invoke build`") from None
+    data = read_record(path, MANIFEST_SHAPE)
+    if data is None or "artifact" not in data.get("sha256", {}):
+        raise EnvironmentProblem(f"{path}: unreadable build record (not what `invoke build` writes): no usable build output", "re-run `invoke build`")
+    result = BuildResult.from_json(data, path)
     for key, file in (("artifact", result.artifact), ("pdb", result.pdb), ("map", result.map)):
         if file is None:
             continue

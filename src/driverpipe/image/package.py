@@ -12,7 +12,9 @@ not deployable until `invoke sign`, which embeds the signature in the .sys,
 re-creates the catalog (the .sys hash changed) and signs it.
 
 A stamp file (.driverpipe-package.json, in the package) records the input
-hashes and settings; when nothing changed the step is skipped.
+hashes and settings; when nothing changed the step is skipped. It is also the
+package's mark: a <name>_package folder without it (or a staging folder without
+.driverpipe-staging) is not ours and is never replaced or deleted.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import datetime as _dt
 import json
 import os
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,11 +30,14 @@ from typing import Any
 from ..core.context import RunContext
 from ..core.errors import ConfigError, EnvironmentProblem, NotImplementedYet, StepFailed
 from ..core.files import copy_atomic, sha256_file, write_atomic
+from ..core.owned import is_sha256, is_text, mapping_of, one_of, read_record, remove_owned, table
 from . import wdk
 from .artifact import BuildResult, crate_dir, inx_path, load_manifest, manifest_path, profile_dir
 from .preflight import CrateInfo
 
 STAMP_NAME = ".driverpipe-package.json"
+STAGING_MARK = ".driverpipe-staging"
+STAMP_SHAPE = table({"format": one_of(1), "settings": mapping_of(is_text, lambda v: True), "inputs": mapping_of(is_text, is_sha256)}, optional=("inputs",))
 INF2CAT_OS = {"amd64": "10_X64", "arm64": "Server10_arm64"}
 CATALOG_OS = {"amd64": ("2:10.0", "_v100_X64"), "arm64": ("2:10.0", "_v100_ARM64")}  # arm64 pair unverified
 INFVERIF_HINTS = {
@@ -123,6 +127,8 @@ def run(ctx: RunContext) -> PackageResult:
     if info.kmdf is None:  # read_crate already insists on KMDF metadata; keep mypy and readers sure
         raise ConfigError(f"{info.manifest}: no KMDF version in [package.metadata.wdk.driver-model]")
     pkg = profile_dir(ctx) / f"{name}_package"
+    if pkg.parent != profile_dir(ctx):  # names are checked in preflight; never write beside the profile's folder
+        raise ConfigError(f"{info.manifest}: package name {name!r} leads outside {profile_dir(ctx)}", "use a plain crate name")
     arch = str(ctx.config.project.build.arch)
     version = driver_version(ctx, info)
     windows = wdk.host_is_windows()
@@ -163,9 +169,13 @@ def run(ctx: RunContext) -> PackageResult:
         return result
 
     assert build is not None
-    if staging.exists():
-        shutil.rmtree(staging)
+    remove_owned(staging, STAGING_MARK, STAMP_NAME)
+    if pkg.exists():  # refuse before any work: a folder of that name we did not make stays as it is
+        remove_owned(pkg.with_name(f".{pkg.name}.old"), STAMP_NAME, STAGING_MARK)
+        if not (pkg / STAMP_NAME).is_file():
+            remove_owned(pkg, STAMP_NAME)  # refuses (it is not empty) or removes an empty folder
     staging.mkdir(parents=True)
+    (staging / STAGING_MARK).touch()
     try:
         copy_atomic(build.artifact, staging / f"{name}.sys")
         if build.pdb:
@@ -181,10 +191,11 @@ def run(ctx: RunContext) -> PackageResult:
         if not (staging / f"{name}.cat").is_file():
             raise StepFailed(f"no catalog {name}.cat was produced in {staging}")
         write_atomic(staging / STAMP_NAME, (json.dumps(stamp, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+        (staging / STAGING_MARK).unlink()
         _swap(staging, pkg)
     finally:
         if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+            remove_owned(staging, STAGING_MARK, STAMP_NAME)
     result.members = [pkg / m.name for m in members]
     listing = ", ".join(sorted(p.name for p in pkg.iterdir() if not p.name.startswith(".")))
     ctx.say(f"packaged {pkg} [{settings['model']} model] ({listing}); unsigned: run `invoke sign` before deploying")
@@ -199,9 +210,8 @@ def _members_if_readable(pkg: Path, name: str, inf_path: Path) -> list[Path]:
 
 
 def _up_to_date(pkg: Path, stamp: dict[str, Any], result: PackageResult) -> bool:
-    try:
-        recorded = json.loads((pkg / STAMP_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    recorded = read_record(pkg / STAMP_NAME, STAMP_SHAPE)
+    if recorded is None:
         return False
     outputs = [result.sys, result.inf, result.cat, *(p for p in (result.pdb, result.map) if p is not None)]
     return bool(recorded == json.loads(json.dumps(stamp)) and all(p.is_file() for p in outputs))
@@ -210,12 +220,11 @@ def _up_to_date(pkg: Path, stamp: dict[str, Any], result: PackageResult) -> bool
 def _swap(staging: Path, pkg: Path) -> None:
     """Replace the package folder as a whole: readers see the old or the new one, never a mix."""
     old = pkg.with_name(f".{pkg.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
+    remove_owned(old, STAMP_NAME, STAGING_MARK)
     if pkg.exists():
         os.replace(pkg, old)
     os.replace(staging, pkg)
-    shutil.rmtree(old, ignore_errors=True)
+    remove_owned(old, STAMP_NAME, STAGING_MARK)
 
 
 # ----------------------------------------------------------------------------- Windows: WDK tools

@@ -5,6 +5,10 @@ Each problem is a ConfigError naming the file and the fix: missing
 panic = "abort", crate-type not cdylib, no build.rs calling wdk-build, no
 +crt-static in the cargo config, no Cargo.lock (we build with --locked), and a
 missing or unreadable .inx. All problems are listed; the first one is raised.
+
+The package and lib names become file and folder names (<name>_package/<name>.sys),
+so they are checked as names first, like target names: cargo's own rules (a package
+name of letters, digits, '_' and '-'; a lib name an identifier), no separators, no '..'.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ METADATA_FIX = 'add to Cargo.toml: [package.metadata.wdk.driver-model] driver-ty
 CRT_FIX = 'add to <crate>/.cargo/config.toml: [build] rustflags = ["-C", "target-feature=+crt-static"]'
 BUILD_RS_FIX = "create build.rs: fn main() -> Result<(), wdk_build::ConfigError> { wdk_build::configure_wdk_binary_build() }"
 PROFILES = ("dev", "release")
+PACKAGE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+LIB_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
 @dataclass
@@ -141,6 +147,9 @@ def inspect(
         add(f"{manifest}: no [package] name", 'add [package] name = "WazabiEDR_Driver"')
         return Report(None, problems)
     name = package["name"]
+    if not PACKAGE_NAME.fullmatch(name):
+        add(f"{manifest}: [package] name {name!r} is not a crate name", "use letters, digits, '_' and '-' (no separators, no '..'), starting with a letter")
+        return Report(None, problems)
     version = package.get("version", "0.0.0")
     if not isinstance(version, str):  # version.workspace = true
         version = "0.0.0"
@@ -148,6 +157,12 @@ def inspect(
     if ws is not None and isinstance(package.get("version"), dict):
         version = str((_table(ws, "workspace", "package") or {}).get("version", "0.0.0"))
     lib = _table(data, "lib") or {}
+    if "name" in lib and not (isinstance(lib["name"], str) and LIB_NAME.fullmatch(lib["name"])):
+        add(
+            f"{manifest}: [lib] name {lib['name']!r} is not an identifier",
+            "use letters, digits and '_', starting with a letter (or drop it: the package name is used)",
+        )
+        return Report(None, problems)
     lib_name = str(lib.get("name") or name).replace("-", "_")
     crate_types = lib.get("crate-type", lib.get("crate_type"))
     if not isinstance(crate_types, list) or "cdylib" not in crate_types:

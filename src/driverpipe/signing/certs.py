@@ -390,6 +390,9 @@ def ensure_file_cert(ctx: Any, rotate: bool = False) -> TestCert:
             write_atomic(paths["pfx"], _make_pfx(key_pem, cert_der, pw, common_name(subject)), mode=0o600)
     pw, found = password.get(create=False)
     source = source or found
+    if not ctx.dry and paths["pfx"].is_file() and pw is not None and not pfx_holds(paths["pfx"], pw, found or source, cert_der):
+        # A derived file left from an earlier certificate: made again, like the .cer.
+        write_atomic(paths["pfx"], _make_pfx(key_pem, cert_der, pw, common_name(subject)), mode=0o600)
     subj, thumb, not_after, serial = cert_facts(cert_der)
     if not created:
         ctx.step(f"reusing test certificate {common_name(subj)!r} ({thumb}, valid until {not_after:%Y-%m-%d}) from {folder}")
@@ -406,6 +409,31 @@ def ensure_file_cert(ctx: Any, rotate: bool = False) -> TestCert:
         password_source=source,
         password=pw,
     )
+
+
+def pfx_holds(pfx: Path, password: str, source: str, cert_der: bytes) -> bool:
+    """True when the PFX opens with its password and holds our certificate (False: another one, a stale derived file).
+
+    Checked on every host before anything is signed; a damaged PFX or a wrong password is one line.
+
+    (osslsigncode signs from the key and certificate files, so a damaged PFX or a wrong
+    password would otherwise only show on Windows, when the PFX is imported.)
+    """
+    from asn1crypto import pkcs12 as asn1_pkcs12
+    from cryptography.hazmat.primitives.serialization import Encoding, pkcs12
+
+    raw = pfx.read_bytes()
+    try:
+        asn1_pkcs12.Pfx.load(raw).native  # noqa: B018 - parsing the whole structure is the check
+    except (ValueError, TypeError, KeyError, OverflowError):
+        raise ConfigError(f"{pfx}: not a readable PKCS#12 (PFX) file", ROTATE_HINT + " (it makes a new key, certificate and PFX)") from None
+    try:
+        _key, cert, _extra = pkcs12.load_key_and_certificates(raw, password.encode())
+    except ValueError:
+        raise EnvironmentProblem(
+            f"{pfx}: the PFX password from {_where(source)} does not open it", "set the password it was made with, or " + ROTATE_HINT
+        ) from None
+    return cert is not None and cert.public_bytes(Encoding.DER) == cert_der
 
 
 def _where(source: str) -> str:

@@ -4,7 +4,12 @@ Order (note 04): (1) embedded SHA-256 signature with page hashes on the .sys;
 (2) (re)build the catalog, because signing pads the .sys and changes its
 Authenticode hash, so a catalog built earlier lists a stale hash; (3) sign the
 .cat; (4) verify everything; (5) write <pkg>/driverpipe-sign.json, which
-`check_signed_package` (used by deploy) compares the package against.
+`check_signed_package` (used by deploy, --dry included, on every target) compares
+the package against. The record is untrusted input: it must fit its shape (plain
+file names, SHA-256 digests, a thumbprint that is the packaged .cer's), and the
+check does not stop at the record's hashes: the .sys's embedded signature and the
+catalog are verified again, locally, against the packaged certificate before
+anything is pushed.
 
 Backends (sign.backend = auto|signtool|osslsigncode): auto picks signtool on a
 Windows host when the WDK or PATH has it, else osslsigncode. osslsigncode signs
@@ -38,12 +43,25 @@ from typing import Any
 
 from ..core.errors import CheckFailed, ConfigError, EnvironmentProblem, StepFailed
 from ..core.files import sha256_file, write_atomic
+from ..core.owned import is_plain_file_name, is_sha256, is_text, mapping_of, read_record, table
 from ..core.runner import last_meaningful_line, which
 from ..image import wdk
 from ..image.catalog import pe_authenticode_hash, read_catalog, write_catalog
 from .certs import TestCert, ensure_test_cert, file_base
 
 MANIFEST = "driverpipe-sign.json"
+MANIFEST_SHAPE = table(
+    {
+        "files": mapping_of(is_plain_file_name, is_sha256),
+        "cert": table({"file": lambda v: is_plain_file_name(v) and str(v).lower().endswith(".cer"), "thumbprint_sha1": is_text}),
+    }
+)
+
+
+class PackageTampered(CheckFailed):
+    """The package differs from what `invoke sign` recorded, or its signatures do not verify. Exit code 1."""
+
+
 OSSL_INSTALL = "apt-get install osslsigncode (Debian/Ubuntu), brew install osslsigncode (macOS)"
 SIGNTOOL_INSTALL = "install the Windows SDK/WDK (signtool.exe), or run from an eWDK prompt"
 INF2CAT_OS = {"amd64": "10_X64", "arm64": "10_RS3_ARM64"}  # arm64 value: (unsure) from inf2cat /? lists
@@ -358,7 +376,7 @@ def _osslsigncode_problems(ctx: Any, tool: Path, ca: Path, sys_: Path, cat: Path
         if sys_.name not in skip:
             checks.append((f"{cat.name} membership of {sys_.name}", ["verify", "-CAfile", str(ca), "-catalog", str(cat), "-in", str(sys_)]))
     for label, args in checks:
-        done = ctx.runner.run([str(tool), *args], check=False, what="osslsigncode verify", timeout=120)
+        done = ctx.runner.run([str(tool), *args], check=False, what="osslsigncode verify", timeout=120, mutates=False)
         if done.returncode != 0:
             text = done.stdout + "\n" + done.stderr
             detail = (
@@ -375,7 +393,7 @@ def _signtool_problems(ctx: Any, tool: Path, sys_: Path, cat: Path) -> list[str]
 
     problems: list[str] = []
     for label, args in ((sys_.name, ["verify", "/v", "/pa", str(sys_)]), (f"{cat.name} for {sys_.name}", ["verify", "/v", "/pa", "/c", str(cat), str(sys_)])):
-        done = ctx.runner.run([str(tool), *args], check=False, what="signtool verify", timeout=120)
+        done = ctx.runner.run([str(tool), *args], check=False, what="signtool verify", timeout=120, mutates=False)
         result = parse_verify(done.stdout + "\n" + done.stderr)
         if done.returncode == 0 and result.ok:
             continue
@@ -390,11 +408,16 @@ def _signtool_problems(ctx: Any, tool: Path, sys_: Path, cat: Path) -> list[str]
 
 def verify_package(ctx: Any, pkg_dir: Path, name: str, cert: TestCert) -> list[str]:
     """Every problem with the signed package (empty: OK). Each message names the file and what differs."""
+    return verify_signatures(ctx, pkg_dir, name, cert.cer)
+
+
+def verify_signatures(ctx: Any, pkg_dir: Path, name: str, cer: Path) -> list[str]:
+    """verify_package against the certificate file `cer`: lief and the catalog reader always, osslsigncode when installed."""
     sys_, inf, cat = pkg_dir / f"{name}.sys", pkg_dir / f"{name}.inf", pkg_dir / f"{name}.cat"
     problems = [f"{p.name}: missing from the package {pkg_dir}" for p in (sys_, inf, cat) if not p.is_file()]
-    if not cert.cer.is_file():
-        return [*problems, f"test certificate {cert.cer} is missing (run `invoke sign`)"]
-    cert_der = cert.cer.read_bytes()
+    if not cer.is_file():
+        return [*problems, f"test certificate {cer} is missing (run `invoke sign`)"]
+    cert_der = cer.read_bytes()
     sys_problems = _problems_pe(sys_, cert_der) if sys_.is_file() else []
     problems += sys_problems
     if cat.is_file():
@@ -420,11 +443,9 @@ def _package_files(pkg_dir: Path) -> list[Path]:
 
 def package_model(pkg_dir: Path) -> str:
     """The driver model the package was made from ("wdm" | "kmdf"), as `invoke package` recorded it."""
-    try:
-        stamp = json.loads((pkg_dir / ".driverpipe-package.json").read_text(encoding="utf-8"))
-        return str(stamp["settings"].get("model") or "kmdf")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return "kmdf"
+    stamp = read_record(pkg_dir / ".driverpipe-package.json", table({"settings": mapping_of(is_text, lambda v: True)}))
+    model = stamp["settings"].get("model") if stamp is not None else None
+    return model if model in ("wdm", "kmdf") else "kmdf"
 
 
 def write_manifest(pkg_dir: Path, name: str, backend: Backend, cert: TestCert, cer_in_pkg: Path) -> Path:
@@ -451,35 +472,47 @@ def write_manifest(pkg_dir: Path, name: str, backend: Backend, cert: TestCert, c
     return path
 
 
-def check_signed_dir(pkg_dir: Path, name: str) -> SignedPackage:
-    """The signed package as recorded by `invoke sign`; CheckFailed if unsigned or changed since."""
+def check_signed_dir(pkg_dir: Path, name: str, ctx: Any = None) -> SignedPackage:
+    """The signed package as recorded by `invoke sign`; CheckFailed if unsigned, PackageTampered if changed since.
+
+    With `ctx`, the signatures themselves are verified too (the record alone can be edited to match a changed file).
+    """
     path = pkg_dir / MANIFEST
     if not path.is_file():
         raise CheckFailed(f"package is not signed: {pkg_dir} has no {MANIFEST}", "run `invoke sign`")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-        files: dict[str, str] = manifest["files"]
-        cer_name: str = manifest["cert"]["file"]
-    except (ValueError, KeyError, TypeError):
-        raise CheckFailed(f"package signing record {path} is unreadable", "run `invoke sign`") from None
+    manifest = read_record(path, MANIFEST_SHAPE)
+    if manifest is None:
+        raise CheckFailed(f"package signing record {path} is unreadable (not the record `invoke sign` writes)", "run `invoke sign`")
+    files: dict[str, str] = manifest["files"]
+    cer_name: str = manifest["cert"]["file"]
     wanted = [f"{name}.sys", f"{name}.inf", f"{name}.cat", cer_name]
     for fname in wanted:
         if fname not in files:
             raise CheckFailed(f"package is not signed: {fname} is not in {MANIFEST}", "run `invoke sign`")
     for fname, digest in files.items():
         p = pkg_dir / fname
-        if not p.is_file():
-            raise CheckFailed(f"package changed since signing: {fname} is missing", "run `invoke sign`")
-        if sha256_file(p) != digest:
-            raise CheckFailed(f"package changed since signing: {fname}", "run `invoke sign`")
-    return SignedPackage(dir=pkg_dir, name=name, files=[pkg_dir / f for f in wanted], cert_path=pkg_dir / cer_name, manifest=manifest)
+        if not p.is_file() or p.is_symlink():
+            raise PackageTampered(f"package changed since signing: {fname} is missing", "run `invoke sign`")
+        if sha256_file(p) != digest.lower():
+            raise PackageTampered(f"package changed since signing: {fname}", "run `invoke sign`")
+    cer = pkg_dir / cer_name
+    if hashlib.sha1(cer.read_bytes()).hexdigest().upper() != str(manifest["cert"]["thumbprint_sha1"]).upper():
+        raise PackageTampered(f"{path}: the recorded thumbprint is not that of {cer_name}", "run `invoke sign`")
+    if ctx is not None:
+        problems = verify_signatures(ctx, pkg_dir, name, cer)
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise PackageTampered(
+                f"signed package {pkg_dir}: {problems[0]}{more}", "run `invoke build sign` again (never deploy a package changed after signing)"
+            )
+    return SignedPackage(dir=pkg_dir, name=name, files=[pkg_dir / f for f in wanted], cert_path=cer, manifest=manifest)
 
 
 def check_signed_package(ctx: Any) -> SignedPackage:
-    """For deploy: the package to push, after checking nothing changed since `invoke sign`."""
+    """For deploy (every target, --dry too): the package to push, its record and signatures checked locally first."""
     from ..image.package import package_dir, package_name
 
-    return check_signed_dir(package_dir(ctx), package_name(ctx))
+    return check_signed_dir(package_dir(ctx), package_name(ctx), ctx)
 
 
 # --------------------------------------------------------------------------- the task

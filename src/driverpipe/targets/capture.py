@@ -31,6 +31,7 @@ from ..core.files import safe_basename, write_atomic
 from ..parse.dbgview import LogLine, LogTail
 from ..parse.expect import Matcher, Verdict, expectation_for, follow
 from .guestops import LogSource
+from .state import _object, answer_of
 
 TASK_PREFIX = "driverpipe-dbgview-"
 LIMIT_MB = 64  # DebugView /m: a runaway driver cannot fill the guest's disk
@@ -55,11 +56,17 @@ def _status_params(ctx: RunContext, target: Any, **extra: Any) -> dict[str, Any]
     }
 
 
+STATUS = "Get-DbgCaptureStatus.ps1"
+
+
+@answer_of(STATUS)
 def windows_log_source(ctx: RunContext, guest: Any, target: Any) -> LogSource:
     """The newest DebugView log on a Windows guest (Get-DbgCaptureStatus.ps1)."""
     params = _status_params(ctx, target)
-    status = guest.run_script("Get-DbgCaptureStatus.ps1", params) or {}
+    status = _object(STATUS, guest.run_script(STATUS, params)) or {}
     latest = status.get("latest_log")
+    if latest is not None and not isinstance(latest, str):
+        raise TypeError(f"latest_log is a {type(latest).__name__}")
     if not latest:
         raise StepFailed(
             f"no DebugView capture log in {params['LogDir']} on {getattr(guest, 'name', 'the guest')}",
@@ -74,10 +81,11 @@ def windows_log_source(ctx: RunContext, guest: Any, target: Any) -> LogSource:
     )
 
 
+@answer_of(STATUS)
 def windows_collect_logs(ctx: RunContext, guest: Any, target: Any, dest: Path) -> list[Path]:
     """Every capture log and minidump of a Windows guest, pulled into dest."""
     params = _status_params(ctx, target)
-    status = guest.run_script("Get-DbgCaptureStatus.ps1", params) or {}
+    status = _object(STATUS, guest.run_script(STATUS, params)) or {}
     pulled: list[Path] = []
     for group, sub in (("logs", ""), ("minidumps", "minidumps")):
         for entry in status.get(group) or []:
@@ -102,6 +110,7 @@ def _pull_atomic(guest: Any, remote: str, local: Path) -> None:
             tmp.unlink()
 
 
+@answer_of(STATUS)
 def _explain_empty(verdict: Verdict, status: dict[str, Any], *, log_path: str, service: str, waited: float | None = None, read_error: str = "") -> None:
     """Replace 'no lines' by what the guest says about why (the exact explanation people need)."""
     svc = status.get("service") or {}
@@ -302,7 +311,7 @@ class Capture:
 
     def explain_empty(self, verdict: Verdict) -> None:
         """Say why the log stayed empty (the capture's status, read on the guest)."""
-        status = (self.guest.run_batch(self.status_items()) or [{}])[0] or {}
+        status = _object(STATUS, (self.guest.run_batch(self.status_items()) or [{}])[0]) or {}
         _explain_empty(verdict, status, log_path=self.remote_log, service=str(self.ctx.config.project.service_name),
                        waited=verdict.waited_s, read_error=self.read_error)  # fmt: skip
 

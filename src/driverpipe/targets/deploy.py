@@ -56,12 +56,12 @@ def execute(plan: list[Step], d: Deployment) -> int:
             d.ctx.say(f"interrupted during '{step.name}': {_driver_state_now(d)} on {d.name}")
             raise
         except PipelineError as exc:
-            if not is_connection_error(exc) or step.name == "state":
-                raise  # unreachable from the start: the transport's own message says it best
+            if not is_connection_error(exc) or step.name == "state" or not ops_for(d.guest).over_network:
+                raise  # unreachable from the start, or a local target (a missing tool is not a lost link): its own message says it best
             left = step.if_interrupted or f"driver {d.driver}"
             raise EnvironmentProblem(
                 f"{d.name}: connection lost during '{step.name}' ({exc.message}); guest left: {left}",
-                "check the VM (bugcheck? reboot?) with `invoke status`/`invoke logs`, then run `invoke deploy` again",
+                "check the VM (bugcheck? reboot?) with `invoke vm.status`/`invoke logs`, then run `invoke deploy` again",
             ) from None
     return 0
 
@@ -102,13 +102,13 @@ class _PlaceholderPackage:
 
 
 def _signed_package(ctx: RunContext) -> PackageLike:
-    from ..signing.sign import check_signed_package
+    from ..signing.sign import PackageTampered, check_signed_package
 
     try:
         return check_signed_package(ctx)
     except PipelineError as exc:
-        if not ctx.dry:
-            raise
+        if not ctx.dry or isinstance(exc, PackageTampered):
+            raise  # --dry plans without a package, but never past a tampered one
         name = f"{_service_name(ctx)}_Driver"
         base = ctx.artifacts / "package"
         ctx.say(f"[dry] no signed package yet ({exc.message}); planning with {name}.sys/.inf/.cat")

@@ -45,6 +45,11 @@ class GuestOps(ABC):
     capture_always_on: bool = False
 
     @property
+    def over_network(self) -> bool:
+        """Reached over a connection that can drop (WinRM, SSH); a local target's errors are never "connection lost"."""
+        return self.kind == "windows"
+
+    @property
     def round_trips(self) -> int:
         """Round trips to the target so far (benchmarks and tests read it)."""
         return 0

@@ -6,6 +6,11 @@ Round trips for an unchanged package on a prepared guest: (1) Get-GuestState.ps1
 (2) one batch = capture start + Invoke-DriverLoad.ps1 + Test-DeviceSmoke.ps1,
 (3) the capture's log read. Everything Windows-side was only exercised against
 tests/fakes (a fake guest keeping Windows' rules), never on a real guest.
+
+A guest's answer is untrusted input: one that is not a JSON object, or whose values
+do not have the types the script returns, is "unreadable" and fails the step with
+one line naming the script (`answer_of`), never a traceback and never read as a
+dry run's empty answer.
 """
 
 from __future__ import annotations
@@ -37,9 +42,11 @@ from .state import (
     _failed_line,
     _guest_dir,
     _join,
+    _object,
     _service_name,
     _sha256,
     _sys_file,
+    answer_of,
     cert_thumbprint,
 )
 
@@ -58,12 +65,13 @@ def _ps_read_state(guest: Any, ctx: RunContext, *, pkg: PackageLike | None = Non
         if pkg.cert_path and Path(pkg.cert_path).is_file():
             params["CertThumbprint"] = cert_thumbprint(pkg.cert_path)[0]
     params["DebugViewPath"] = str(ctx.config.project.debugview.guest_path)
-    raw = guest.run_script("Get-GuestState.ps1", params, timeout=float(ctx.config.project.deploy.script_timeout))
-    if not isinstance(raw, dict):
+    raw = _object("Get-GuestState.ps1", guest.run_script("Get-GuestState.ps1", params, timeout=float(ctx.config.project.deploy.script_timeout)))
+    if raw is None:
         return _dry_state(pkg)
     return parse_guest_state(raw)
 
 
+@answer_of("Get-GuestState.ps1")
 def parse_guest_state(raw: dict[str, Any]) -> GuestState:
     bcd = raw.get("bcdedit") or {}
     configured = testsigning_enabled(native_text(bcd)) if bcd.get("rc") == 0 else None
@@ -141,6 +149,7 @@ def load_driver(
     return ops_for(guest).load(ctx, pkg, capture, guest_dir=guest_dir or _guest_dir(ctx), smoke=want_smoke, state=state)
 
 
+@answer_of("Invoke-DriverLoad.ps1")
 def _ps_load_driver(ctx: RunContext, guest: Any, pkg: PackageLike, capture: Any, guest_dir: str, smoke: bool, state: GuestState | None) -> LoadResult:
     """ONE batch: capture start items + Invoke-DriverLoad.ps1 (+ Test-DeviceSmoke.ps1). Does not raise on
     sc.exe failures: the result carries the code and a diagnosis. For sc 31 it also reads the capture
@@ -180,8 +189,8 @@ def _ps_load_driver(ctx: RunContext, guest: Any, pkg: PackageLike, capture: Any,
         with _naming_the_wait(waits):
             results = guest.run_batch(items, timeout=timeout)
     n_capture = len(items) - 1 - (1 if want_smoke else 0)
-    load = results[n_capture] if results and len(results) > n_capture else None
-    if not isinstance(load, dict):
+    load = _object("Invoke-DriverLoad.ps1", results[n_capture] if results and len(results) > n_capture else None)
+    if load is None:
         return LoadResult(ok=True, start_code=None, dry=True)
     ops = [ScOp(str(o.get("op")), int(o.get("rc") or 0), native_text(o)) for o in (load.get("ops") or [])]
     result = LoadResult(ok=bool(load.get("ok")), start_code=None, ops=ops, error=str(load.get("error") or ""), capture_error=capture_error)
@@ -253,16 +262,20 @@ def unload_driver(ctx: RunContext, guest: Any, delete: bool = False) -> UnloadRe
     return ops_for(guest).unload(ctx, delete=delete)
 
 
+@answer_of("Invoke-DriverUnload.ps1")
 def _ps_unload_driver(ctx: RunContext, guest: Any, delete: bool = False) -> UnloadResult:
     svc = _service_name(ctx)
     device = str(ctx.config.project.device_path)
     with _naming_the_wait(f"`sc stop {svc}` (the driver's DriverUnload) or opening {device}"):
-        raw = guest.run_script(
+        raw = _object(
             "Invoke-DriverUnload.ps1",
-            {"ServiceName": svc, "DevicePath": device, "Delete": bool(delete)},
-            timeout=float(ctx.config.project.deploy.script_timeout),
+            guest.run_script(
+                "Invoke-DriverUnload.ps1",
+                {"ServiceName": svc, "DevicePath": device, "Delete": bool(delete)},
+                timeout=float(ctx.config.project.deploy.script_timeout),
+            ),
         )
-    if not isinstance(raw, dict):
+    if raw is None:
         return UnloadResult(stopped=True, stop_code=0, device_gone=True, device_open_error=None, dry=True)
     stop = raw.get("stop") or {}
     stop_code = sc_code(stop.get("rc"), native_text(stop))

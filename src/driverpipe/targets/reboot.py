@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..core.context import RunContext
-from ..core.errors import EnvironmentProblem, PipelineError, StepFailed
+from ..core.errors import EnvironmentProblem, MissingTool, PipelineError, StepFailed
 
 BACKOFF_CAP = 12.0
 SHUTDOWN_DELAY = 2  # seconds: lets the WinRM reply get out before the machine goes down
@@ -34,7 +34,7 @@ def is_connection_error(exc: BaseException) -> bool:
     """An unreachable guest / dropped connection, as opposed to a script that ran and failed."""
     from ..transports.base import GuestScriptError
 
-    if isinstance(exc, Diagnosed):
+    if isinstance(exc, Diagnosed | MissingTool):
         return False
     from ..transports.errors import WinRMFault
 
@@ -54,19 +54,21 @@ def backoff(attempt: int, jitter: float) -> float:
     return min(2.0**attempt + jitter, BACKOFF_CAP)
 
 
+def _whole(value: Any) -> int | None:
+    """A guest's integer; anything else (text, a float, a table) is unknown, like a missing value."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def read_boot_time(guest: Any) -> int | None:
     result = guest.run_script("Get-BootTime.ps1", {})
-    if not isinstance(result, dict) or result.get("boot_time") is None:
-        return None
-    return int(result["boot_time"])
+    return _whole(result.get("boot_time")) if isinstance(result, dict) else None
 
 
 def _shutdown_rc(result: Any) -> int | None:
     if not isinstance(result, dict):
         return None
     last = result.get("second") or result.get("first") or {}
-    rc = last.get("rc") if isinstance(last, dict) else None
-    return None if rc is None else int(rc)
+    return _whole(last.get("rc")) if isinstance(last, dict) else None
 
 
 def reboot_and_wait(

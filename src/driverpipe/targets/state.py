@@ -4,13 +4,14 @@ unload, the errors a deploy raises, and the Deployment/Step records a plan is ma
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from ..core.context import RunContext
 from ..core.errors import CheckFailed, EnvironmentProblem, StepFailed
@@ -278,3 +279,37 @@ class Step:
     action: Callable[[Deployment], None]
     when: Callable[[Deployment], bool] = lambda d: True
     if_interrupted: str = ""  # what the guest is left with when this step is cut short ("" = the last known state)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+UNFIT = (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError)
+
+
+def unfit_answer(script: str, detail: str) -> DeployStepFailed:
+    return DeployStepFailed(
+        f"the guest's answer to {script} is unreadable ({detail}); nothing was decided from it",
+        "check the guest's PowerShell and the shipped script (`invoke doctor --target NAME`), then run the task again",
+    )
+
+
+def answer_of(script: str) -> Callable[[F], F]:
+    """Parsing `script`'s answer: a value of the wrong type or shape is one DeployStepFailed line, not a traceback."""
+
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except UNFIT as exc:
+                raise unfit_answer(script, f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:120] if str(exc) else 'wrong type'}") from None
+
+        return inner  # type: ignore[return-value]
+
+    return wrap
+
+
+def _object(script: str, raw: Any) -> dict[str, Any] | None:
+    """The answer as a JSON object; None only for a dry run's (or a fake's) empty answer."""
+    if raw is None or isinstance(raw, dict):
+        return raw
+    raise unfit_answer(script, f"a {type(raw).__name__}, not a JSON object")

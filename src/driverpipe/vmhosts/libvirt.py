@@ -155,7 +155,7 @@ class LibvirtHost:
         done = self._virsh("snapshot-create-as", self.name, state, "--atomic", check=False, timeout=1800.0)
         if not done.ok:
             message = _virsh_error(done)
-            hint = "delete the old one first: virsh snapshot-delete DOMAIN NAME" if "already exists" in message else None
+            hint = "save it under another name (`invoke vm.snapshot --name NEW`): a snapshot is never replaced" if "already exists" in message else None
             if "internal snapshot" in message.lower() and ("pflash" in message.lower() or "uefi" in message.lower() or "nvram" in message.lower()):
                 hint = "libvirt before 10.9/10.10 refuses internal snapshots of UEFI guests: use the qemu VM host kind, or external snapshots"
             raise StepFailed(f"virsh snapshot-create-as {self.name} {state} failed: {message}", hint)

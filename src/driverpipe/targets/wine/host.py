@@ -3,8 +3,10 @@
 A named state is the prefix's registry hives (services, trusted certificates and
 FailAtStep live there), saved by `vm.snapshot NAME`; "clean" is saved when the
 prefix is created. Revert stops Wine, puts the hives back, deletes what deploys
-put in the prefix, and starts Wine again. A prefix that is broken or was made by
-another Wine version is deleted and created anew by `vm.revert` (the reset).
+put in the prefix, and starts Wine again. A prefix of ours (it holds driverpipe's
+marker) that is broken or was made by another Wine version is deleted and created
+anew by `vm.revert` (the reset); a folder without the marker is refused untouched,
+with or without --force.
 """
 
 from __future__ import annotations
@@ -28,16 +30,23 @@ class WineHost:
         self.section = section
         w = section.wine
         self.prefix = WinePrefix(
-            prefix_path(ctx, section), wine=str(w["wine"]), wineserver=str(w["wineserver"]), start_timeout=float(w["start_timeout"]), say=ctx.step
+            prefix_path(ctx, section),
+            wine=str(w["wine"]),
+            wineserver=str(w["wineserver"]),
+            start_timeout=float(w["start_timeout"]),
+            say=ctx.step,
+            key=f"targets.{section.name}.wine.prefix",
         )
         self.name = f"wine prefix {self.prefix.path}"
 
     def status(self) -> VmStatus:
-        if not (self.prefix.path / "system.reg").exists():
-            return VmStatus(self.name, VmState.ABSENT, "no prefix yet: the first deploy (or vm.start) creates it")
+        if self.prefix.foreign():
+            return VmStatus(self.name, VmState.UNKNOWN, f"not made by driverpipe: left alone (point {self.prefix.key} at a new folder to use this target)")
         problem = self.prefix.describe_problem()
         if problem:
             return VmStatus(self.name, VmState.UNKNOWN, f"not usable: {problem}; `invoke vm.revert` resets it")
+        if not (self.prefix.path / "system.reg").exists():
+            return VmStatus(self.name, VmState.ABSENT, "no prefix yet: the first deploy (or vm.start) creates it")
         pids = self.prefix.processes()
         if self.prefix.running():
             return VmStatus(self.name, VmState.RUNNING, f"{self.prefix.version()}; Wine processes {', '.join(map(str, sorted(pids)))}")
@@ -57,6 +66,8 @@ class WineHost:
         return "wineserver -k" if self.prefix.stop() else "nothing was running"
 
     def revert(self, state: str) -> None:
+        if self.prefix.foreign():
+            raise self.prefix.foreign_error()  # --force or not: never someone else's prefix
         if self.ctx.dry:
             self.ctx.say(f"[dry] stop Wine, restore the registry hives of state '{state}', delete the pushed files, start Wine")
             return

@@ -12,9 +12,14 @@ Facts this relies on (seen with Debian's Wine 8.0; notes/05 and our own runs):
   environment: the capture is lost. So every command first checks our server.
 - `wineserver -k` ends every process of the prefix.
 
-State kept in <prefix>/.driverpipe/: prefix.json (who made the prefix, with which
-Wine), run.json (the server we started: pid, start time), clean/ (the registry
-hives right after creation: the clean state `vm.revert` restores), capture logs.
+State kept in <prefix>/.driverpipe/: prefix.json (the marker: driverpipe made this
+prefix, with which Wine; written before wineboot, "ready" after it), run.json (the
+server we started: pid, start time), clean/ (the registry hives right after
+creation: the clean state `vm.revert` restores), capture logs.
+
+A folder without a readable marker is someone else's Wine prefix (or not one): it is
+never created into, reset, restored or deleted, and no message suggests a command
+that would delete it.
 """
 
 from __future__ import annotations
@@ -34,8 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
 from typing import Any
 
-from ...core.errors import ConfigError, EnvironmentProblem, StepFailed
+from ...core.errors import ConfigError, EnvironmentProblem, MissingTool, StepFailed
 from ...core.files import write_atomic
+from ...core.owned import PREFIX_MARKER, foreign_folder_problem, is_count, is_empty_dir, is_number, is_text, or_none, prefix_marker, read_record, table
 from ..reboot import Diagnosed
 
 STATE_DIR = ".driverpipe"
@@ -70,6 +76,23 @@ class _RecordLock:
 _RECORD_LOCKS: dict[str, _RecordLock] = {}
 _RECORD_LOCKS_GUARD = threading.Lock()
 
+MARKER = PREFIX_MARKER[-1]
+# run.json, as written by record(): a value of another type makes the whole record unreadable (= missing).
+RUN_KEYS = {
+    "server_pid": or_none(is_count),
+    "server_started": or_none(is_number),
+    "owner_pid": or_none(is_count),
+    "raw_offset": is_count,
+    "seq": is_count,
+    "capture_start": is_count,
+    "capture_run": is_text,
+    "verified": or_none(is_text),
+    "trusted": or_none(is_text),
+    "installed_inf": or_none(is_text),
+    "run_token": or_none(is_text),
+}
+RUN_SHAPE = table(RUN_KEYS, optional=tuple(RUN_KEYS))
+
 
 class WineServerGone(Diagnosed, StepFailed):
     """Our wineserver died under a task (killed, crashed): a failed step (exit 4), not a lost network link."""
@@ -94,6 +117,7 @@ class WinePrefix:
     wineserver: str = "wineserver"
     start_timeout: float = 180.0
     say: Any = print
+    key: str = "wine.prefix"  # the setting that names this folder, for messages
     started_here: bool = False  # this process started the server (so it ends it, unless told to keep it)
     _version: str = field(default="", repr=False)
 
@@ -125,7 +149,7 @@ class WinePrefix:
     def _tool(self, name: str) -> str:
         found = shutil.which(name)
         if not found:
-            raise EnvironmentProblem(f"{name} is not installed (the Wine target needs Wine 8 or newer)", INSTALL_HINT)
+            raise MissingTool(f"{name} is not installed (the Wine target needs Wine 8 or newer)", INSTALL_HINT)
         return found
 
     def version(self) -> str:
@@ -142,8 +166,9 @@ class WinePrefix:
         env.update(
             WINEPREFIX=str(self.path),
             WINEDEBUG=debug,
-            # No Mono/Gecko installer prompts when the prefix is made; no display needed.
-            WINEDLLOVERRIDES="mscoree,mshtml=",
+            # No Mono/Gecko installer prompts when the prefix is made; no display needed; no
+            # menu entries or file associations written into the user's desktop folders.
+            WINEDLLOVERRIDES="mscoree,mshtml=;winemenubuilder.exe=d",
         )
         token = self.recorded("run_token") if self.state_dir.is_dir() else None
         env.pop(RUN_TOKEN_ENV, None)
@@ -154,39 +179,55 @@ class WinePrefix:
         return env
 
     # ------------------------------------------------------------------ the prefix
+    def foreign(self) -> bool:
+        """The folder exists, is not empty and holds no readable marker of ours: someone else's, never touched."""
+        return bool(foreign_folder_problem(self.path))
+
+    def foreign_error(self) -> ConfigError:
+        return ConfigError(
+            f"{self.key} {self.path} {foreign_folder_problem(self.path) or 'is not ours'}; driverpipe never changes or deletes it",
+            f"point {self.key} at a new or empty folder (or leave it unset for a per-user prefix)",
+        )
+
     def describe_problem(self) -> str:
-        """'' when the prefix is usable (or absent); else why not, in a few words."""
+        """'' when the prefix is usable (or absent); else why not, in a few words. Check foreign() first."""
         system = self.path / "system.reg"
         if not self.path.exists():
             return ""
         if not self.path.is_dir():
             return f"{self.path} is not a directory"
+        if is_empty_dir(self.path):
+            return ""
+        marker = self._marker()
+        if marker is None:
+            return f"it was not made by driverpipe (no {STATE_DIR}/{MARKER})"
+        if marker.get("ready") is False:
+            return "its creation was interrupted"
         if not system.is_file():
-            return "" if not any(self.path.iterdir()) else "it has no system.reg (an interrupted creation, or not a Wine prefix)"
+            return "it has no system.reg (broken)"
         try:
             head = system.read_bytes()[:200].decode("utf-8", "replace")
         except OSError as exc:
             return f"system.reg is unreadable ({exc.strerror})"
         if not head.startswith("WINE REGISTRY Version 2") or "#arch=win64" not in head:
             return "system.reg is not a 64-bit Wine registry (broken, or a 32-bit prefix)"
-        marker = self._marker()
-        if marker is None:
-            return "it was not made by driverpipe"
         if marker.get("wine") != self.version():
             return f"it was made by {marker.get('wine')}, this is {self.version()}"
         return ""
 
     def _marker(self) -> dict[str, Any] | None:
-        try:
-            data = json.loads((self.state_dir / "prefix.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
+        return prefix_marker(self.path)
+
+    def _write_marker(self, *, ready: bool) -> None:
+        data = {"format": 1, "wine": self.version(), "created": time.time(), "ready": ready}
+        write_atomic(self.state_dir / MARKER, (json.dumps(data, indent=2) + "\n").encode())
 
     def ensure(self) -> bool:
         """Create the prefix when missing; True when it was created now. A broken or foreign one is an error."""
         self._tool(self.wine)
         self._tool(self.wineserver)
+        if self.foreign():
+            raise self.foreign_error()
         problem = self.describe_problem()
         if problem:
             raise EnvironmentProblem(
@@ -200,8 +241,11 @@ class WinePrefix:
 
     def create(self) -> None:
         self.say(f"creating Wine prefix {self.path} ({self.version()}); first time only, ~10 s")
+        if self.foreign():
+            raise self.foreign_error()
         self.path.mkdir(parents=True, exist_ok=True)
         self.state_dir.mkdir(exist_ok=True)
+        self._write_marker(ready=False)  # first: an interrupted creation is still ours to reset
         log = self.state_dir / "wineboot.log"
         start = time.monotonic()
         with log.open("wb") as err:  # its background processes write here later: never a pipe
@@ -224,10 +268,7 @@ class WinePrefix:
                 f"wineboot -i failed (exit {done.returncode}); log: {log}", f"see the log; then `invoke vm.revert` to start over. {INSTALL_HINT}"
             )
         self.snapshot("clean")
-        write_atomic(
-            self.state_dir / "prefix.json",
-            (json.dumps({"format": 1, "wine": self.version(), "created": time.time()}, indent=2) + "\n").encode(),
-        )
+        self._write_marker(ready=True)
         self.say(f"Wine prefix ready in {time.monotonic() - start:.1f} s")
 
     def snapshot(self, name: str) -> None:
@@ -249,29 +290,41 @@ class WinePrefix:
 
     def restore(self, name: str, *, remove: list[Path]) -> None:
         """Stop Wine, put the named hives back and delete what the pipeline put in the prefix."""
+        if self.foreign():
+            raise self.foreign_error()
         src = self.state_dir / "states" / name
         if not src.is_dir():
             raise ConfigError(
                 f"Wine prefix {self.path} has no state {name!r}", f"known: {', '.join(self.states()) or 'none'}; `invoke vm.snapshot NAME` makes one"
+            )
+        windows = self.drive_c / "windows"
+        inside = [p for p in remove if self.drive_c in p.parents and p != windows and windows not in p.parents]
+        if len(inside) != len(remove):
+            raise ConfigError(
+                f"refusing to delete {', '.join(str(p) for p in remove if p not in inside)}: not a folder the pipeline pushes to",
+                "set deploy.guest_dir (or targets.NAME.guest_dir) to a folder of its own, e.g. C:\\WazabiEDR",
             )
         self.stop(force=True)
         for hive in HIVES:
             if (src / hive).is_file():
                 shutil.copy2(src / hive, self.path / hive)
         for path in remove:
-            if path.is_dir():
+            if path.is_symlink():
+                path.unlink()
+            elif path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
             elif path.exists():
                 path.unlink()
         self._clear_run_records()
 
     def delete(self) -> None:
-        """Remove the whole prefix (a reset). Refuses a folder that does not look like a Wine prefix."""
-        if not self.path.exists():
+        """Remove the whole prefix (a reset): only one that holds our marker; anything else is refused, untouched."""
+        if not self.path.exists() and not self.path.is_symlink():
             return
-        looks = (self.path / "system.reg").exists() or (self.state_dir).exists() or not any(self.path.iterdir())
-        if not looks or self.path == Path(self.path.anchor) or self.path == Path.home():
-            raise ConfigError(f"{self.path} does not look like a Wine prefix; not deleting it", "point wine.prefix at a prefix folder (or an empty one)")
+        if self.foreign() or self.path in (Path(self.path.anchor), Path.home()):
+            raise self.foreign_error()
+        if is_empty_dir(self.path):
+            return
         self.stop(force=True)
         socket_dir = self._server_dir()
         shutil.rmtree(self.path)
@@ -279,12 +332,13 @@ class WinePrefix:
             shutil.rmtree(socket_dir, ignore_errors=True)
 
     def _server_dir(self) -> Path | None:
-        """/tmp/<dir named in <prefix>/wineserver>: the server's socket folder, orphaned when the prefix goes."""
+        """Wine's socket folder for this prefix (/tmp/.wine-UID/server-DEV-INODE), orphaned when the prefix goes."""
         try:
-            name = (self.path / "wineserver").read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError):
+            st = self.path.stat()
+        except OSError:
             return None
-        return Path("/tmp") / name if name and "/" not in name.strip("/") and ".." not in name else None
+        folder = Path("/tmp") / f".wine-{os.getuid()}" / f"server-{st.st_dev:x}-{st.st_ino:x}"
+        return folder if folder.is_dir() and not folder.is_symlink() else None
 
     # ------------------------------------------------------------------ processes
     def processes(self) -> dict[int, str]:
@@ -317,11 +371,8 @@ class WinePrefix:
         return None
 
     def _run_record(self) -> dict[str, Any]:
-        try:
-            data = json.loads((self.state_dir / "run.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
+        """run.json, or {} when it is missing or does not fit RUN_SHAPE (then nothing is known: no server, offsets from 0)."""
+        return read_record(self.state_dir / "run.json", RUN_SHAPE) or {}
 
     def _write_run_record(self, data: dict[str, Any]) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
