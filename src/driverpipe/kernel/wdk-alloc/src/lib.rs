@@ -1,5 +1,5 @@
-//! The WDM image's global allocator, named like wdk-alloc's `WdkAllocator` so
-//! the driver's sources do not change.
+//! wdk-alloc for drivers built without the WDK: a global allocator named like
+//! wdk-alloc's `WdkAllocator`, so a driver's sources do not change.
 //!
 //! Non-paged, no-execute pool through ExAllocatePoolWithTag: usable up to
 //! DISPATCH_LEVEL like wdk-alloc's ExAllocatePool2 call, and exported by every
@@ -10,10 +10,10 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 
-use wdk_sys::{NonPagedPoolNx, ULONG, ntddk};
+use wdk_sys::{_POOL_TYPE::NonPagedPoolNx, ntddk, ULONG};
 
-/// 'WEDR' as pool tag (shown by !poolused and PoolMon).
-const POOL_TAG: ULONG = u32::from_le_bytes(*b"WEDR");
+/// 'rust' as pool tag, like wdk-alloc's (shown by !poolused and PoolMon).
+const POOL_TAG: ULONG = u32::from_le_bytes(*b"rust");
 const POOL_ALIGNMENT: usize = 16;
 
 pub struct WdkAllocator;
@@ -27,7 +27,7 @@ unsafe impl GlobalAlloc for WdkAllocator {
         }
         // SAFETY: plain pool allocation; failure returns null.
         unsafe {
-            ntddk::ExAllocatePoolWithTag(NonPagedPoolNx, layout.size() as u64, POOL_TAG).cast()
+            ntddk::ExAllocatePoolWithTag(NonPagedPoolNx, layout.size() as wdk_sys::SIZE_T, POOL_TAG).cast()
         }
     }
 
