@@ -209,3 +209,28 @@ def test_rust_echo_regress_three_cycles_on_wine(echo: Path) -> None:
     lines = [text for p in data["phases"] for _, text in p["dbgprint"]]
     assert lines.count("[RustEcho] DriverUnload called") >= 3
     assert lines.count("[RustEcho] unloaded (pool allocations outstanding: 0)") >= 3
+
+
+def test_an_import_wine_lacks_is_listed_by_doctor_and_named_from_wines_loader_message(echo: Path, state: Path) -> None:
+    lib = echo / "driver" / "src" / "lib.rs"
+    text = lib.read_text(encoding="utf-8")
+    probe = (
+        '    println!("[RustEcho] DriverEntry called");\n'
+        "    // SAFETY: a registration Wine 8 does not implement (the test wants its loader message).\n"
+        "    unsafe {\n"
+        "        let mut cookie: wdk_sys::LARGE_INTEGER = core::mem::zeroed();\n"
+        "        let _ = wdk_sys::ntddk::CmRegisterCallbackEx(None, ptr::null(), driver.cast(), ptr::null_mut(), &mut cookie, ptr::null_mut());\n"
+        "    }\n"
+    )
+    lib.write_text(text.replace('    println!("[RustEcho] DriverEntry called");\n', probe, 1), encoding="utf-8")
+    built = invoke(echo, "build", "sign")
+    assert built.returncode == 0, built.stdout + built.stderr
+    doctor = invoke(echo, "doctor", "--target", "wine")
+    assert "image imports" in doctor.stdout and "does not export: CmRegisterCallbackEx" in doctor.stdout, doctor.stdout
+
+    deploy = invoke(echo, "deploy")
+    assert deploy.returncode != 0 and "Traceback" not in deploy.stderr, deploy.stdout + deploy.stderr
+    from driverpipe.targets.wine.imports import loader_failure
+
+    line = loader_failure(state / "driverpipe" / "wine" / "wine" / ".driverpipe" / "wine-debug.log")
+    assert line is not None and line.startswith("the driver called CmRegisterCallbackEx, which Wine's ntoskrnl.exe does not export")

@@ -280,7 +280,7 @@ def lint(inf_text: str, *, stamped: bool = True) -> list[LintProblem]:
     plain = inf.section("DefaultInstall")
     primitive = [s for s in inf.sections.values() if ARCH_SUFFIX.match(s.name)]
     if manufacturer is not None and (primitive or plain is not None):
-        add(manufacturer.line, "manufacturer", "[Manufacturer] next to [DefaultInstall]: infverif 1212 (a driver INF is primitive or PnP, not both)")
+        add(manufacturer.line, "manufacturer", "[Manufacturer] found next to [DefaultInstall]: infverif 1212 (a driver INF is primitive or PnP, not both)")
     installs = install_sections(inf)
     if manufacturer is not None and not installs:
         add(manufacturer.line, "models", "[Manufacturer] leads to no models section naming an existing install section (DDInstall)")
@@ -309,6 +309,10 @@ def lint(inf_text: str, *, stamped: bool = True) -> list[LintProblem]:
             binary = svc.get("ServiceBinary") or ""
             if not binary.replace(" ", "").lower().startswith("%13%\\"):
                 add(svc.line, "service-values", f"[{svc.name}] ServiceBinary must be %13%\\<driver>.sys (DIRID 13), got {binary or 'nothing'}")
+            listed = [f.lower() for f in catalog_files(inf_text)]
+            file = binary.replace("/", "\\").rsplit("\\", 1)[-1].strip()
+            if file and listed and file.lower() not in listed:
+                add(svc.line, "service-binary", f"[{svc.name}] ServiceBinary names {file}, which [SourceDisksFiles] does not list")
     uninstall = inf.section("DefaultUninstall")
     if uninstall is not None and _int(uninstall.get("LegacyUninstall")) != 1:
         add(uninstall.line, "default-uninstall", "[DefaultUninstall] is only allowed with LegacyUninstall=1")

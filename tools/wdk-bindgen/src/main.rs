@@ -8,8 +8,8 @@
 use std::{env, fs, path::PathBuf, process::ExitCode};
 
 use bindgen::{
-    Builder, CodegenConfig, EnumVariation, Formatter, RustTarget,
     callbacks::{IntKind, ParseCallbacks},
+    Builder, CodegenConfig, EnumVariation, Formatter, RustTarget,
 };
 
 /// `#define STATUS_X ((NTSTATUS)0x...L)` becomes an NTSTATUS constant, as in wdk-sys.
@@ -18,7 +18,10 @@ struct StatusMacros;
 
 impl ParseCallbacks for StatusMacros {
     fn int_macro(&self, name: &str, _value: i64) -> Option<IntKind> {
-        name.starts_with("STATUS_").then(|| IntKind::Custom { name: "NTSTATUS", is_signed: true })
+        name.starts_with("STATUS_").then(|| IntKind::Custom {
+            name: "NTSTATUS",
+            is_signed: true,
+        })
     }
 }
 
@@ -85,8 +88,24 @@ fn builder(include: &str, resource: &str, what: CodegenConfig) -> Builder {
 
 /// Integer types a cast macro may name (`#define STATUS_SUCCESS ((NTSTATUS)0x00000000)`).
 const CAST_TYPES: &[&str] = &[
-    "NTSTATUS", "ULONG", "LONG", "USHORT", "UCHAR", "DWORD", "ACCESS_MASK", "ULONG_PTR", "LONG_PTR",
-    "KPRIORITY", "CCHAR", "CSHORT", "KIRQL", "SIZE_T", "ULONGLONG", "LONGLONG", "ULONG64", "BOOLEAN",
+    "NTSTATUS",
+    "ULONG",
+    "LONG",
+    "USHORT",
+    "UCHAR",
+    "DWORD",
+    "ACCESS_MASK",
+    "ULONG_PTR",
+    "LONG_PTR",
+    "KPRIORITY",
+    "CCHAR",
+    "CSHORT",
+    "KIRQL",
+    "SIZE_T",
+    "ULONGLONG",
+    "LONGLONG",
+    "ULONG64",
+    "BOOLEAN",
 ];
 const FALLBACK_PREFIX: &str = "driverpipe_cast_macro_";
 
@@ -95,27 +114,47 @@ const FALLBACK_PREFIX: &str = "driverpipe_cast_macro_";
 /// fallback, which Debian 12's libclang 14 lacks): each becomes a
 /// `static const TYPE` that clang evaluates, renamed back afterwards.
 fn cast_macros(include: &str) -> Vec<(String, String)> {
-    let mut files: Vec<PathBuf> = ["ntstatus.h", "ntdef.h"].iter().map(|f| PathBuf::from(include).join(f)).collect();
+    let mut files: Vec<PathBuf> = ["ntstatus.h", "ntdef.h"]
+        .iter()
+        .map(|f| PathBuf::from(include).join(f))
+        .collect();
     if let Ok(dir) = fs::read_dir(PathBuf::from(include).join("ddk")) {
-        let mut ddk: Vec<PathBuf> = dir.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "h")).collect();
+        let mut ddk: Vec<PathBuf> = dir
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "h"))
+            .collect();
         ddk.sort();
         files.extend(ddk);
     }
     let mut seen = std::collections::BTreeSet::new();
     let mut out = Vec::new();
     for file in files {
-        let Ok(text) = fs::read_to_string(&file) else { continue };
+        let Ok(text) = fs::read_to_string(&file) else {
+            continue;
+        };
         for line in text.lines() {
-            let Some(rest) = line.trim_start().strip_prefix("#define ") else { continue };
+            let Some(rest) = line.trim_start().strip_prefix("#define ") else {
+                continue;
+            };
             let rest = rest.trim();
-            let Some((name, body)) = rest.split_once(char::is_whitespace) else { continue };
+            let Some((name, body)) = rest.split_once(char::is_whitespace) else {
+                continue;
+            };
             let body = body.split("//").next().unwrap_or("").trim();
-            if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || body.ends_with('\\') {
+            if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || body.ends_with('\\')
+            {
                 continue;
             }
-            let Some(inner) = body.strip_prefix("((") else { continue };
-            let Some((ty, _)) = inner.split_once(')') else { continue };
-            if CAST_TYPES.contains(&ty.trim()) && body.ends_with(')') && seen.insert(name.to_string()) {
+            let Some(inner) = body.strip_prefix("((") else {
+                continue;
+            };
+            let Some((ty, _)) = inner.split_once(')') else {
+                continue;
+            };
+            if CAST_TYPES.contains(&ty.trim())
+                && body.ends_with(')')
+                && seen.insert(name.to_string())
+            {
                 out.push((name.to_string(), ty.trim().to_string()));
             }
         }
@@ -128,7 +167,9 @@ fn generate(include: &str, what: CodegenConfig, prelude: &str) -> Result<String,
     if what == CodegenConfig::VARS {
         let mut extra = String::from(WRAPPER);
         for (name, ty) in cast_macros(include) {
-            extra.push_str(&format!("#ifdef {name}\nstatic const {ty} {FALLBACK_PREFIX}{name} = {name};\n#endif\n"));
+            extra.push_str(&format!(
+                "#ifdef {name}\nstatic const {ty} {FALLBACK_PREFIX}{name} = {name};\n#endif\n"
+            ));
         }
         b = b.header_contents("driverpipe-cast-macros.h", &extra);
     }
@@ -138,12 +179,20 @@ fn generate(include: &str, what: CodegenConfig, prelude: &str) -> Result<String,
     }
     let text = b
         .generate()
-        .map_err(|e| format!("bindgen could not parse mingw-w64's DDK headers under {include}: {e}"))?
+        .map_err(|e| {
+            format!("bindgen could not parse mingw-w64's DDK headers under {include}: {e}")
+        })?
         .to_string();
     let text = if what == CodegenConfig::VARS {
-        without_duplicates(&without_unevaluated(&text).replace(&format!("pub const {FALLBACK_PREFIX}"), "pub const "))
+        without_duplicates(
+            &without_unevaluated(&text)
+                .replace(&format!("pub const {FALLBACK_PREFIX}"), "pub const "),
+        )
     } else if what == CodegenConfig::FUNCTIONS {
-        text.replace("unsafe extern \"C\" {", &format!("{LINK}unsafe extern \"C\" {{"))
+        text.replace(
+            "unsafe extern \"C\" {",
+            &format!("{LINK}unsafe extern \"C\" {{"),
+        )
     } else {
         text
     };
@@ -186,7 +235,10 @@ fn without_duplicates(text: &str) -> String {
 fn align_device_object(types: String) -> Result<String, String> {
     let shape = "DEVICE_OBJECT's declaration changed shape: update align_device_object";
     let at = types.find("pub struct _DEVICE_OBJECT {").ok_or(shape)?;
-    let repr = types[..at].rfind("#[repr(C)]\n").filter(|r| at - r < 80).ok_or(shape)?;
+    let repr = types[..at]
+        .rfind("#[repr(C)]\n")
+        .filter(|r| at - r < 80)
+        .ok_or(shape)?;
     let mut out = format!(
         "{}/// Aligned to 16 like the WDK's declaration (mingw-w64 omits its DECLSPEC_ALIGN).\n#[repr(C, align(16))]\n{}",
         &types[..repr],
@@ -207,18 +259,32 @@ fn align_device_object(types: String) -> Result<String, String> {
 
 fn run() -> Result<(), String> {
     let mut args = env::args().skip(1);
-    let crate_dir = PathBuf::from(args.next().ok_or("usage: wdk-bindgen <wdk-sys crate dir> [mingw-w64 include dir]")?);
+    let crate_dir = PathBuf::from(
+        args.next()
+            .ok_or("usage: wdk-bindgen <wdk-sys crate dir> [mingw-w64 include dir]")?,
+    );
     let include = args.next().unwrap_or_else(|| DEFAULT_INCLUDE.to_string());
     if !PathBuf::from(&include).join("ddk/ntifs.h").is_file() {
-        return Err(format!("{include}/ddk/ntifs.h is missing: apt-get install mingw-w64-x86-64-dev"));
+        return Err(format!(
+            "{include}/ddk/ntifs.h is missing: apt-get install mingw-w64-x86-64-dev"
+        ));
     }
     let out = crate_dir.join("src/generated");
     fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let use_types = "#[allow(unused_imports)]\nuse crate::types::*;\n";
     let files = [
-        ("types.rs", align_device_object(generate(&include, CodegenConfig::TYPES, "")?)?),
-        ("constants.rs", generate(&include, CodegenConfig::VARS, use_types)?),
-        ("ntddk.rs", generate(&include, CodegenConfig::FUNCTIONS, use_types)?),
+        (
+            "types.rs",
+            align_device_object(generate(&include, CodegenConfig::TYPES, "")?)?,
+        ),
+        (
+            "constants.rs",
+            generate(&include, CodegenConfig::VARS, use_types)?,
+        ),
+        (
+            "ntddk.rs",
+            generate(&include, CodegenConfig::FUNCTIONS, use_types)?,
+        ),
     ];
     for (name, text) in files {
         let path = out.join(name);

@@ -6,13 +6,15 @@ use core::sync::atomic::Ordering;
 use wdk_sys::{
     ntddk::{
         ExAcquireResourceExclusiveLite, ExReleaseResourceLite, IofCompleteRequest,
-        KeAcquireSpinLockRaiseToDpc, KeEnterCriticalRegion, KeLeaveCriticalRegion, KeReleaseSpinLock,
-        MmMapLockedPagesSpecifyCache,
+        KeAcquireSpinLockRaiseToDpc, KeEnterCriticalRegion, KeLeaveCriticalRegion,
+        KeReleaseSpinLock, MmMapLockedPagesSpecifyCache,
     },
-    IO_NO_INCREMENT, MDL_MAPPED_TO_SYSTEM_VA, MDL_SOURCE_IS_NONPAGED_POOL, NTSTATUS, PDEVICE_OBJECT,
-    PIRP, PMDL, PVOID, STATUS_BUFFER_TOO_SMALL, STATUS_INVALID_DEVICE_REQUEST,
-    STATUS_INVALID_PARAMETER, STATUS_SUCCESS, _MEMORY_CACHING_TYPE::MmCached,
-    _MM_PAGE_PRIORITY::NormalPagePriority, _MODE::KernelMode,
+    _MEMORY_CACHING_TYPE::MmCached,
+    _MM_PAGE_PRIORITY::NormalPagePriority,
+    _MODE::KernelMode,
+    IO_NO_INCREMENT, MDL_MAPPED_TO_SYSTEM_VA, MDL_SOURCE_IS_NONPAGED_POOL, NTSTATUS,
+    PDEVICE_OBJECT, PIRP, PMDL, PVOID, STATUS_BUFFER_TOO_SMALL, STATUS_INVALID_DEVICE_REQUEST,
+    STATUS_INVALID_PARAMETER, STATUS_SUCCESS,
 };
 
 use crate::state::STATE;
@@ -47,7 +49,14 @@ pub unsafe fn system_address(mdl: PMDL) -> PVOID {
         if (*mdl).MdlFlags as u32 & (MDL_MAPPED_TO_SYSTEM_VA | MDL_SOURCE_IS_NONPAGED_POOL) != 0 {
             (*mdl).MappedSystemVa
         } else {
-            MmMapLockedPagesSpecifyCache(mdl, KernelMode as _, MmCached, ptr::null_mut(), 0, NormalPagePriority as _)
+            MmMapLockedPagesSpecifyCache(
+                mdl,
+                KernelMode as _,
+                MmCached,
+                ptr::null_mut(),
+                0,
+                NormalPagePriority as _,
+            )
         }
     }
 }
@@ -79,9 +88,18 @@ pub unsafe extern "C" fn device_control(_device: PDEVICE_OBJECT, irp: PIRP) -> N
     // SAFETY: the IRP, its stack location and its buffers are the I/O manager's
     // for this request; lengths are checked before any copy.
     unsafe {
-        let stack = (*irp).Tail.Overlay.__bindgen_anon_2.__bindgen_anon_1.CurrentStackLocation;
+        let stack = (*irp)
+            .Tail
+            .Overlay
+            .__bindgen_anon_2
+            .__bindgen_anon_1
+            .CurrentStackLocation;
         let params = (*stack).Parameters.DeviceIoControl;
-        let (code, input, output) = (params.IoControlCode, params.InputBufferLength as usize, params.OutputBufferLength as usize);
+        let (code, input, output) = (
+            params.IoControlCode,
+            params.InputBufferLength as usize,
+            params.OutputBufferLength as usize,
+        );
         let system = (*irp).AssociatedIrp.SystemBuffer.cast::<u8>();
         match code {
             IOCTL_ECHO_BUFFERED => {
@@ -130,7 +148,10 @@ pub unsafe extern "C" fn device_control(_device: PDEVICE_OBJECT, irp: PIRP) -> N
                 // The executive resource guards the snapshot (a reader could take it shared).
                 KeEnterCriticalRegion();
                 ExAcquireResourceExclusiveLite(STATE.resource.get(), 1);
-                let values = [STATE.timer_fired.load(Ordering::Acquire), STATE.work_ran.load(Ordering::Acquire)];
+                let values = [
+                    STATE.timer_fired.load(Ordering::Acquire),
+                    STATE.work_ran.load(Ordering::Acquire),
+                ];
                 ExReleaseResourceLite(STATE.resource.get());
                 KeLeaveCriticalRegion();
                 write_u32s(system, &values);
@@ -140,7 +161,13 @@ pub unsafe extern "C" fn device_control(_device: PDEVICE_OBJECT, irp: PIRP) -> N
                 if output < 8 {
                     return complete(irp, STATUS_BUFFER_TOO_SMALL, 0);
                 }
-                write_u32s(system, &[STATE.start_type.load(Ordering::Acquire), STATE.greeting.load(Ordering::Acquire)]);
+                write_u32s(
+                    system,
+                    &[
+                        STATE.start_type.load(Ordering::Acquire),
+                        STATE.greeting.load(Ordering::Acquire),
+                    ],
+                );
                 complete(irp, STATUS_SUCCESS, 8)
             }
             _ => complete(irp, STATUS_INVALID_DEVICE_REQUEST, 0),

@@ -41,16 +41,16 @@ use core::sync::atomic::Ordering;
 use wdk::{nt_success, println};
 use wdk_sys::{
     ntddk::{
-        ExAllocatePoolWithTag, ExDeleteNPagedLookasideList, ExDeleteResourceLite, ExFreePoolWithTag,
-        ExInitializeNPagedLookasideList, ExInitializeResourceLite, IoAllocateMdl, IoCreateDevice,
-        IoCreateSymbolicLink, IoDeleteDevice, IoDeleteSymbolicLink, IoFreeMdl,
-        MmBuildMdlForNonPagedPool, MmGetSystemRoutineAddress, RtlCompareMemory, RtlCopyUnicodeString,
-        RtlEqualUnicodeString, RtlGetVersion, RtlInitUnicodeString,
+        ExAllocatePoolWithTag, ExDeleteNPagedLookasideList, ExDeleteResourceLite,
+        ExFreePoolWithTag, ExInitializeNPagedLookasideList, ExInitializeResourceLite,
+        IoAllocateMdl, IoCreateDevice, IoCreateSymbolicLink, IoDeleteDevice, IoDeleteSymbolicLink,
+        IoFreeMdl, MmBuildMdlForNonPagedPool, MmGetSystemRoutineAddress, RtlCompareMemory,
+        RtlCopyUnicodeString, RtlEqualUnicodeString, RtlGetVersion, RtlInitUnicodeString,
     },
+    _POOL_TYPE::NonPagedPoolNx,
     DO_BUFFERED_IO, FILE_DEVICE_UNKNOWN, IRP_MJ_CLOSE, IRP_MJ_CREATE, IRP_MJ_DEVICE_CONTROL,
     IRP_MJ_MAXIMUM_FUNCTION, NTSTATUS, PCUNICODE_STRING, PDEVICE_OBJECT, PDRIVER_OBJECT,
     RTL_OSVERSIONINFOW, STATUS_INSUFFICIENT_RESOURCES, STATUS_SUCCESS, ULONG, UNICODE_STRING,
-    _POOL_TYPE::NonPagedPoolNx,
 };
 
 use crate::names::{DEVICE_NAME, SYMLINK_NAME};
@@ -85,7 +85,10 @@ unsafe fn pool_free(p: *mut u8) {
 /// # Safety
 /// Called by the kernel with its DRIVER_OBJECT and this service's key path.
 #[unsafe(export_name = "DriverEntry")]
-pub unsafe extern "system" fn driver_entry(driver: PDRIVER_OBJECT, registry_path: PCUNICODE_STRING) -> NTSTATUS {
+pub unsafe extern "system" fn driver_entry(
+    driver: PDRIVER_OBJECT,
+    registry_path: PCUNICODE_STRING,
+) -> NTSTATUS {
     println!("[RustEcho] DriverEntry called");
     // SAFETY: DriverEntry's contract; each step below states its own.
     let status = unsafe { setup(driver, registry_path) };
@@ -95,7 +98,10 @@ pub unsafe extern "system" fn driver_entry(driver: PDRIVER_OBJECT, registry_path
         unsafe { teardown() };
         return status;
     }
-    println!("[RustEcho] ready ({} kernel routines imported)", names::KERNEL_ROUTINES);
+    println!(
+        "[RustEcho] ready ({} kernel routines imported)",
+        names::KERNEL_ROUTINES
+    );
     STATUS_SUCCESS
 }
 
@@ -117,14 +123,20 @@ unsafe fn setup(driver: PDRIVER_OBJECT, registry_path: PCUNICODE_STRING) -> NTST
     version.dwOSVersionInfoSize = core::mem::size_of::<RTL_OSVERSIONINFOW>() as ULONG;
     // SAFETY: a valid, sized out structure.
     if nt_success(unsafe { RtlGetVersion(&mut version) }) {
-        println!("[RustEcho] os {}.{} build {}", version.dwMajorVersion, version.dwMinorVersion, version.dwBuildNumber);
+        println!(
+            "[RustEcho] os {}.{} build {}",
+            version.dwMajorVersion, version.dwMinorVersion, version.dwBuildNumber
+        );
     }
 
     // SAFETY: registry_path is DriverEntry's argument, PASSIVE_LEVEL.
     let values = unsafe { registry::read_and_write(registry_path) };
     STATE.start_type.store(values.start, Ordering::Release);
     STATE.greeting.store(values.greeting, Ordering::Release);
-    println!("[RustEcho] registry Start={} Greeting=0x{:X}", values.start, values.greeting);
+    println!(
+        "[RustEcho] registry Start={} Greeting=0x{:X}",
+        values.start, values.greeting
+    );
 
     // Pool: a scratch buffer kept until unload, described once by an MDL.
     // SAFETY: plain allocations, checked for null.
@@ -135,14 +147,23 @@ unsafe fn setup(driver: PDRIVER_OBJECT, registry_path: PCUNICODE_STRING) -> NTST
         }
         STATE.scratch.store(scratch, Ordering::Release);
         STATE.acquire(Acquired::Scratch);
-        let mdl = IoAllocateMdl(scratch.cast(), SCRATCH_BYTES as ULONG, 0, 0, ptr::null_mut());
+        let mdl = IoAllocateMdl(
+            scratch.cast(),
+            SCRATCH_BYTES as ULONG,
+            0,
+            0,
+            ptr::null_mut(),
+        );
         if mdl.is_null() {
             return STATUS_INSUFFICIENT_RESOURCES;
         }
         MmBuildMdlForNonPagedPool(mdl);
         let mapped = dispatch::system_address(mdl) == scratch.cast();
         IoFreeMdl(mdl);
-        println!("[RustEcho] pool scratch {} bytes tagged Echo, MDL maps it: {}", SCRATCH_BYTES, mapped);
+        println!(
+            "[RustEcho] pool scratch {} bytes tagged Echo, MDL maps it: {}",
+            SCRATCH_BYTES, mapped
+        );
     }
     // The global allocator (wdk-alloc, on ExAllocatePoolWithTag) as Rust code uses it.
     let mut boxed = alloc::vec::Vec::<u32>::with_capacity(16);
@@ -169,7 +190,15 @@ unsafe fn setup(driver: PDRIVER_OBJECT, registry_path: PCUNICODE_STRING) -> NTST
     unsafe {
         RtlInitUnicodeString(&mut device_name, DEVICE_NAME.as_ptr());
         RtlInitUnicodeString(&mut symlink, SYMLINK_NAME.as_ptr());
-        let status = IoCreateDevice(driver, 0, &mut device_name, FILE_DEVICE_UNKNOWN, 0, 0, &mut device);
+        let status = IoCreateDevice(
+            driver,
+            0,
+            &mut device_name,
+            FILE_DEVICE_UNKNOWN,
+            0,
+            0,
+            &mut device,
+        );
         if !nt_success(status) {
             return status;
         }
@@ -188,17 +217,31 @@ unsafe fn setup(driver: PDRIVER_OBJECT, registry_path: PCUNICODE_STRING) -> NTST
     unsafe {
         let buffer = pool_alloc(64);
         if !buffer.is_null() {
-            let mut copy = UNICODE_STRING { Length: 0, MaximumLength: 64, Buffer: buffer.cast() };
+            let mut copy = UNICODE_STRING {
+                Length: 0,
+                MaximumLength: 64,
+                Buffer: buffer.cast(),
+            };
             RtlCopyUnicodeString(&mut copy, &device_name);
             let equal = RtlEqualUnicodeString(&copy, &device_name, 0) != 0;
-            let same = RtlCompareMemory(copy.Buffer.cast(), device_name.Buffer.cast(), device_name.Length as _) == device_name.Length as _;
-            println!("[RustEcho] strings: copy equal {} same bytes {}", equal, same);
+            let same = RtlCompareMemory(
+                copy.Buffer.cast(),
+                device_name.Buffer.cast(),
+                device_name.Length as _,
+            ) == device_name.Length as _;
+            println!(
+                "[RustEcho] strings: copy equal {} same bytes {}",
+                equal, same
+            );
             pool_free(buffer);
         }
         let mut routine: UNICODE_STRING = Default::default();
         RtlInitUnicodeString(&mut routine, names::DBGPRINT.as_ptr());
         let found = !MmGetSystemRoutineAddress(&mut routine).is_null();
-        println!("[RustEcho] MmGetSystemRoutineAddress(DbgPrint) found: {}", found);
+        println!(
+            "[RustEcho] MmGetSystemRoutineAddress(DbgPrint) found: {}",
+            found
+        );
     }
 
     // SAFETY: PASSIVE_LEVEL; the device exists (the work item needs it).
@@ -244,5 +287,8 @@ unsafe extern "C" fn driver_unload(_driver: PDRIVER_OBJECT) {
     println!("[RustEcho] DriverUnload called");
     // SAFETY: runs once, at PASSIVE_LEVEL, after a successful DriverEntry.
     unsafe { teardown() };
-    println!("[RustEcho] unloaded (pool allocations outstanding: {})", STATE.pool_outstanding.load(Ordering::Acquire));
+    println!(
+        "[RustEcho] unloaded (pool allocations outstanding: {})",
+        STATE.pool_outstanding.load(Ordering::Acquire)
+    );
 }

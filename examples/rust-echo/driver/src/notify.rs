@@ -17,7 +17,11 @@ use wdk_sys::{
 
 use crate::state::{Acquired, STATE};
 
-unsafe extern "C" fn process_notify_ex(_process: PEPROCESS, _pid: HANDLE, _info: PPS_CREATE_NOTIFY_INFO) {
+unsafe extern "C" fn process_notify_ex(
+    _process: PEPROCESS,
+    _pid: HANDLE,
+    _info: PPS_CREATE_NOTIFY_INFO,
+) {
     STATE.process_events.fetch_add(1, Ordering::AcqRel);
 }
 
@@ -45,7 +49,13 @@ pub unsafe fn register() -> NTSTATUS {
         let tid = PsGetCurrentThreadId() as usize;
         let same = PsGetProcessId(IoGetCurrentProcess()) as usize == pid;
         let mut seed = pid as u32;
-        println!("[RustEcho] context pid {} tid {} process object agrees {} random {}", pid, tid, same, RtlRandomEx(&mut seed) > 0);
+        println!(
+            "[RustEcho] context pid {} tid {} process object agrees {} random {}",
+            pid,
+            tid,
+            same,
+            RtlRandomEx(&mut seed) > 0
+        );
 
         let status = PsSetCreateProcessNotifyRoutineEx(Some(process_notify_ex), 0);
         if nt_success(status) {
@@ -69,7 +79,11 @@ pub unsafe fn register() -> NTSTATUS {
         STATE.acquire(Acquired::ImageNotify);
         println!(
             "[RustEcho] notify routines registered (process{}, thread, image)",
-            if STATE.holds(Acquired::ProcessNotifyEx) { " Ex" } else { "" }
+            if STATE.holds(Acquired::ProcessNotifyEx) {
+                " Ex"
+            } else {
+                ""
+            }
         );
     }
     STATUS_SUCCESS

@@ -6,10 +6,13 @@ use core::ptr;
 
 use wdk::nt_success;
 use wdk_sys::{
-    ntddk::{RtlInitUnicodeString, ZwClose, ZwCreateKey, ZwOpenKey, ZwQueryValueKey, ZwSetValueKey},
+    ntddk::{
+        RtlInitUnicodeString, ZwClose, ZwCreateKey, ZwOpenKey, ZwQueryValueKey, ZwSetValueKey,
+    },
+    _KEY_VALUE_INFORMATION_CLASS::KeyValuePartialInformation,
     HANDLE, KEY_ALL_ACCESS, KEY_READ, KEY_VALUE_PARTIAL_INFORMATION, OBJECT_ATTRIBUTES,
-    OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, PCUNICODE_STRING, REG_DWORD, REG_OPTION_VOLATILE, ULONG,
-    UNICODE_STRING, _KEY_VALUE_INFORMATION_CLASS::KeyValuePartialInformation,
+    OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, PCUNICODE_STRING, REG_DWORD, REG_OPTION_VOLATILE,
+    ULONG, UNICODE_STRING,
 };
 
 use crate::names::{GREETING, PARAMETERS, START};
@@ -43,7 +46,14 @@ unsafe fn read_dword(key: HANDLE, name: &[u16]) -> Option<u32> {
     // SAFETY: valid key handle, NUL-terminated name, a buffer of the stated size.
     let status = unsafe {
         RtlInitUnicodeString(&mut value_name, name.as_ptr());
-        ZwQueryValueKey(key, &mut value_name, KeyValuePartialInformation, buffer.0.as_mut_ptr().cast(), buffer.0.len() as ULONG, &mut got)
+        ZwQueryValueKey(
+            key,
+            &mut value_name,
+            KeyValuePartialInformation,
+            buffer.0.as_mut_ptr().cast(),
+            buffer.0.len() as ULONG,
+            &mut got,
+        )
     };
     if !nt_success(status) {
         return None;
@@ -54,7 +64,12 @@ unsafe fn read_dword(key: HANDLE, name: &[u16]) -> Option<u32> {
         return None;
     }
     let at = core::mem::offset_of!(KEY_VALUE_PARTIAL_INFORMATION, Data);
-    Some(u32::from_le_bytes([buffer.0[at], buffer.0[at + 1], buffer.0[at + 2], buffer.0[at + 3]]))
+    Some(u32::from_le_bytes([
+        buffer.0[at],
+        buffer.0[at + 1],
+        buffer.0[at + 2],
+        buffer.0[at + 3],
+    ]))
 }
 
 /// Start (0 when unreadable) and the Greeting read back (0 when any step failed).
@@ -62,7 +77,10 @@ unsafe fn read_dword(key: HANDLE, name: &[u16]) -> Option<u32> {
 /// # Safety
 /// PASSIVE_LEVEL; `registry_path` is DriverEntry's argument.
 pub unsafe fn read_and_write(registry_path: PCUNICODE_STRING) -> Values {
-    let mut values = Values { start: 0, greeting: 0 };
+    let mut values = Values {
+        start: 0,
+        greeting: 0,
+    };
     if registry_path.is_null() {
         return values;
     }
@@ -82,12 +100,27 @@ pub unsafe fn read_and_write(registry_path: PCUNICODE_STRING) -> Values {
         let mut parameters: HANDLE = ptr::null_mut();
         let mut disposition: ULONG = 0;
         // Volatile: the value is gone with the next boot, nothing is left behind.
-        let status = ZwCreateKey(&mut parameters, KEY_ALL_ACCESS, &mut attrs, 0, ptr::null_mut(), REG_OPTION_VOLATILE, &mut disposition);
+        let status = ZwCreateKey(
+            &mut parameters,
+            KEY_ALL_ACCESS,
+            &mut attrs,
+            0,
+            ptr::null_mut(),
+            REG_OPTION_VOLATILE,
+            &mut disposition,
+        );
         if nt_success(status) {
             let mut value_name: UNICODE_STRING = Default::default();
             RtlInitUnicodeString(&mut value_name, GREETING.as_ptr());
             let mut data = GREETING_VALUE;
-            let written = ZwSetValueKey(parameters, &mut value_name, 0, REG_DWORD, (&mut data as *mut u32).cast(), 4);
+            let written = ZwSetValueKey(
+                parameters,
+                &mut value_name,
+                0,
+                REG_DWORD,
+                (&mut data as *mut u32).cast(),
+                4,
+            );
             if nt_success(written) {
                 values.greeting = read_dword(parameters, &GREETING).unwrap_or(0);
             }

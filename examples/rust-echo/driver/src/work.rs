@@ -11,16 +11,21 @@ use wdk_sys::{
         KeDelayExecutionThread, KeInitializeDpc, KeInitializeEvent, KeInitializeTimer,
         KeQueryTimeIncrement, KeReadStateEvent, KeSetEvent, KeSetTimer, KeWaitForSingleObject,
     },
-    LARGE_INTEGER, NTSTATUS, PDEVICE_OBJECT, PKDPC, PVOID, STATUS_INSUFFICIENT_RESOURCES,
-    STATUS_SUCCESS, _EVENT_TYPE::NotificationEvent, _KWAIT_REASON::Executive, _MODE::KernelMode,
+    _EVENT_TYPE::NotificationEvent,
+    _KWAIT_REASON::Executive,
+    _MODE::KernelMode,
     _WORK_QUEUE_TYPE::DelayedWorkQueue,
+    LARGE_INTEGER, NTSTATUS, PDEVICE_OBJECT, PKDPC, PVOID, STATUS_INSUFFICIENT_RESOURCES,
+    STATUS_SUCCESS,
 };
 
 use crate::state::{Acquired, STATE};
 
 /// Relative times are negative, in 100 ns units.
 const fn relative_ms(ms: i64) -> LARGE_INTEGER {
-    LARGE_INTEGER { QuadPart: -ms * 10_000 }
+    LARGE_INTEGER {
+        QuadPart: -ms * 10_000,
+    }
 }
 
 unsafe extern "C" fn timer_dpc(_dpc: PKDPC, _context: PVOID, _arg1: PVOID, _arg2: PVOID) {
@@ -39,7 +44,8 @@ unsafe extern "C" fn work_routine(_device: PDEVICE_OBJECT, _context: PVOID) {
 unsafe fn wait(event: *mut wdk_sys::KEVENT, ms: i64) -> bool {
     let mut timeout = relative_ms(ms);
     // SAFETY: an initialized event; PASSIVE_LEVEL.
-    let status = unsafe { KeWaitForSingleObject(event.cast(), Executive, KernelMode as _, 0, &mut timeout) };
+    let status =
+        unsafe { KeWaitForSingleObject(event.cast(), Executive, KernelMode as _, 0, &mut timeout) };
     status == STATUS_SUCCESS
 }
 
@@ -60,7 +66,11 @@ pub unsafe fn run_timer_and_work_item(device: PDEVICE_OBJECT) -> NTSTATUS {
         let fired = wait(STATE.timer_event.get(), 2000);
         println!(
             "[RustEcho] timer DPC {} (event state {}, clock tick {} x100ns)",
-            if fired { "ran" } else { "did not run within 2 s" },
+            if fired {
+                "ran"
+            } else {
+                "did not run within 2 s"
+            },
             KeReadStateEvent(STATE.timer_event.get()),
             KeQueryTimeIncrement()
         );
@@ -73,7 +83,10 @@ pub unsafe fn run_timer_and_work_item(device: PDEVICE_OBJECT) -> NTSTATUS {
         STATE.acquire(Acquired::WorkItem);
         IoQueueWorkItem(item, Some(work_routine), DelayedWorkQueue, ptr::null_mut());
         let ran = wait(STATE.work_event.get(), 2000);
-        println!("[RustEcho] work item {}", if ran { "ran" } else { "did not run within 2 s" });
+        println!(
+            "[RustEcho] work item {}",
+            if ran { "ran" } else { "did not run within 2 s" }
+        );
         if ran && STATE.release(Acquired::WorkItem) {
             IoFreeWorkItem(STATE.work_item.swap(ptr::null_mut(), Ordering::AcqRel));
         }
@@ -81,7 +94,10 @@ pub unsafe fn run_timer_and_work_item(device: PDEVICE_OBJECT) -> NTSTATUS {
         let mut pause = relative_ms(1);
         let slept = KeDelayExecutionThread(KernelMode as _, 0, &mut pause);
         if !nt_success(slept) {
-            println!("[RustEcho] KeDelayExecutionThread returned 0x{:08X}", slept as u32);
+            println!(
+                "[RustEcho] KeDelayExecutionThread returned 0x{:08X}",
+                slept as u32
+            );
         }
     }
     STATUS_SUCCESS

@@ -10,7 +10,7 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 
-use wdk_sys::{_POOL_TYPE::NonPagedPoolNx, ntddk, ULONG};
+use wdk_sys::{ntddk, _POOL_TYPE::NonPagedPoolNx, ULONG};
 
 /// 'rust' as pool tag, like wdk-alloc's (shown by !poolused and PoolMon).
 const POOL_TAG: ULONG = u32::from_le_bytes(*b"rust");
@@ -27,7 +27,8 @@ unsafe impl GlobalAlloc for WdkAllocator {
         }
         // SAFETY: plain pool allocation; failure returns null.
         unsafe {
-            ntddk::ExAllocatePoolWithTag(NonPagedPoolNx, layout.size() as wdk_sys::SIZE_T, POOL_TAG).cast()
+            ntddk::ExAllocatePoolWithTag(NonPagedPoolNx, layout.size() as wdk_sys::SIZE_T, POOL_TAG)
+                .cast()
         }
     }
 

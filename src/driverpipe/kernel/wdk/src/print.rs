@@ -45,7 +45,10 @@ impl Write for DbgPrintWriter {
 
 #[doc(hidden)]
 pub fn _print(args: fmt::Arguments) {
-    let mut writer = DbgPrintWriter { buf: [0; BUFFER], used: 0 };
+    let mut writer = DbgPrintWriter {
+        buf: [0; BUFFER],
+        used: 0,
+    };
     let _ = writer.write_fmt(args);
     writer.flush();
 }
