@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import glob
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from test_rust_echo import copy_example
 
 from conftest import need, need_tool, run_invoke
 
@@ -65,15 +65,7 @@ def echo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
     need_tool("cargo")
     need(target_std_installed("x86_64-pc-windows-msvc"), "rustup target add x86_64-pc-windows-msvc")
-    project = tmp_path / "rust-echo"
-    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("target", "artifacts"))
-    user = tmp_path / "user.toml"
-    user.write_text("", encoding="utf-8")
-    for var in list(os.environ):
-        if var.startswith("DRIVERPIPE_"):
-            monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("DRIVERPIPE_CONFIG", str(user))
-    return project
+    return copy_example(tmp_path, monkeypatch)
 
 
 def patch(path: Path, old: str, new: str) -> None:

@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_wine_target import _stop
+from test_wine_target import wine_state as _one_prefix_per_module  # noqa: F401 (registers the wine_state fixture here)
 
 from conftest import need, need_tool, run_invoke
 
@@ -39,43 +41,30 @@ NOT_APPLICABLE_ON_WINE = {
 pytestmark = [pytest.mark.wine, pytest.mark.wdm, pytest.mark.cargo, pytest.mark.osslsigncode, pytest.mark.mingw]
 
 
-@pytest.fixture(scope="module")
-def state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    need_tool("wine")
-    need_tool("osslsigncode")
-    from driverpipe.image.build import target_std_installed
-
-    need(target_std_installed("x86_64-pc-windows-msvc"), "rustup target add x86_64-pc-windows-msvc")
-    folder = tmp_path_factory.mktemp("echo-state")
-    yield folder
-    for prefix in (folder / "driverpipe" / "wine").glob("*"):
-        _stop(prefix)
-
-
-def _stop(prefix: Path) -> None:
-    from driverpipe.targets.wine.prefix import WinePrefix
-
-    WinePrefix(prefix, say=lambda _line: None).stop(force=True)
-
-
-@pytest.fixture
-def echo(tmp_path: Path, state: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A copy of examples/rust-echo (with the Wine client and the regression suite beside it, as in a checkout)."""
+def copy_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, beside: tuple[str, ...] = ()) -> Path:
+    """A copy of examples/rust-echo with an empty user config; `beside`: repository folders copied next to it, as in a checkout."""
     ignore = shutil.ignore_patterns("target", "artifacts", "__pycache__")
     project = tmp_path / "rust-echo"
     shutil.copytree(EXAMPLE, project, ignore=ignore)
-    shutil.copytree(REPO / "vm" / "wine", project / "vm" / "wine", ignore=ignore)
-    shutil.copytree(REPO / "tests" / "vm", project / "tests" / "vm", ignore=ignore)
+    for folder in beside:
+        shutil.copytree(REPO / folder, project / folder, ignore=ignore)
     user = tmp_path / "user-config.toml"
     user.write_text("", encoding="utf-8")
     for var in list(os.environ):
         if var.startswith("DRIVERPIPE_"):
             monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("DRIVERPIPE_CONFIG", str(user))
-    monkeypatch.setenv("XDG_STATE_HOME", str(state))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    return project
+
+
+@pytest.fixture
+def echo(tmp_path: Path, wine_state: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The example with the Wine client and the regression suite beside it (the Wine target looks for both in the project)."""
+    project = copy_example(tmp_path, monkeypatch, beside=("vm/wine", "tests/vm"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(wine_state))
     yield project
-    for prefix in (state / "driverpipe" / "wine").glob("*"):
+    for prefix in (wine_state / "driverpipe" / "wine").glob("*"):
         _stop(prefix)
 
 
@@ -162,14 +151,14 @@ def test_rust_echo_builds_from_its_own_manifest_and_imports_only_what_wine_expor
     assert wanted <= imports
 
 
-def test_rust_echo_deploys_on_wine_passes_its_device_checks_and_unloads_without_leaks(echo: Path, state: Path, tmp_path: Path) -> None:
+def test_rust_echo_deploys_on_wine_passes_its_device_checks_and_unloads_without_leaks(echo: Path, wine_state: Path, tmp_path: Path) -> None:
     done = invoke(echo, "build", "sign", "deploy")
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-4000:]
     assert "package echodrv" in out, "the package is named after the INF's SourceDisksFiles binary, not the crate"
     assert "install RustEcho from echodrv.inf" in out and "wine: RustEcho is RUNNING" in out
     assert "load: PASS: 10/10 lines in order" in out
-    prefix = state / "driverpipe" / "wine" / "wine"
+    prefix = wine_state / "driverpipe" / "wine" / "wine"
 
     table = checks_table()
     result = run_checks(prefix, "\\\\.\\RustEcho", table, tmp_path)
@@ -211,7 +200,7 @@ def test_rust_echo_regress_three_cycles_on_wine(echo: Path) -> None:
     assert lines.count("[RustEcho] unloaded (pool allocations outstanding: 0)") >= 3
 
 
-def test_an_import_wine_lacks_is_listed_by_doctor_and_named_from_wines_loader_message(echo: Path, state: Path) -> None:
+def test_an_import_wine_lacks_is_listed_by_doctor_and_named_from_wines_loader_message(echo: Path, wine_state: Path) -> None:
     lib = echo / "driver" / "src" / "lib.rs"
     text = lib.read_text(encoding="utf-8")
     probe = (
@@ -232,5 +221,5 @@ def test_an_import_wine_lacks_is_listed_by_doctor_and_named_from_wines_loader_me
     assert deploy.returncode != 0 and "Traceback" not in deploy.stderr, deploy.stdout + deploy.stderr
     from driverpipe.targets.wine.imports import loader_failure
 
-    line = loader_failure(state / "driverpipe" / "wine" / "wine" / ".driverpipe" / "wine-debug.log")
+    line = loader_failure(wine_state / "driverpipe" / "wine" / "wine" / ".driverpipe" / "wine-debug.log")
     assert line is not None and line.startswith("the driver called CmRegisterCallbackEx, which Wine's ntoskrnl.exe does not export")

@@ -21,6 +21,7 @@ from ..core.errors import ConfigError
 from ..core.files import write_atomic
 
 DIR_NAME = "driverpipe-wdm"
+KEY_NAME = ".driverpipe-inputs"
 KERNEL = Path(__file__).resolve().parents[1] / "kernel"
 # The crates.io names a driver depends on -> the folder of the generated crate.
 REPLACED = {"wdk": "wdk", "wdk-sys": "wdk-sys", "wdk-alloc": "wdk-alloc", "wdk-panic": "wdk-panic"}
@@ -108,8 +109,41 @@ def uses_kmdf(crate: Path, lib_path: Path) -> str | None:
     return None
 
 
+def _inputs_key(crate: Path, workspace_root: Path, driver_type: str) -> str:
+    """What the derived crate depends on: both manifests, the model, where the kernel crates are, the link settings."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{driver_type}\0{KERNEL}\0{CARGO_CONFIG}\0{crate.resolve()}\0".encode())
+    for manifest in (crate / "Cargo.toml", workspace_root / "Cargo.toml"):
+        digest.update(manifest.read_bytes() if manifest.is_file() else b"-")
+    return digest.hexdigest()
+
+
 def derive(crate: Path, workspace_root: Path, driver_type: str) -> Path:
-    """Writes the derived crate (manifest + link settings) and returns its folder."""
+    """Writes the derived crate (manifest + link settings) and returns its folder.
+
+    Unchanged inputs (both manifests, the model) leave it as it is: an unchanged
+    build stays as cheap as cargo's own no-op. The KMDF source scan runs every time.
+    """
+    manifest = crate / "Cargo.toml"
+    out = out_dir(crate)
+    key = _inputs_key(crate, workspace_root, driver_type)
+    if driver_type == "KMDF":
+        import tomllib  # read only: faster than the config reader, and the manifest parsed before
+
+        data_lib = tomllib.loads(manifest.read_text(encoding="utf-8")).get("lib") or {}
+        used = uses_kmdf(crate, (crate / str(data_lib.get("path") or "src/lib.rs")).resolve())
+        if used:
+            raise ConfigError(f"{manifest}: a KMDF driver (WDF calls, e.g. {used}): KMDF needs Windows and the WDK, and Wine has no WDF", KMDF_HINT)
+    stamp = out / KEY_NAME
+    if stamp.is_file() and stamp.read_text(encoding="utf-8") == key and (out / "Cargo.toml").is_file():
+        return out
+    _write(crate, workspace_root, out)
+    write_atomic(stamp, key.encode("utf-8"))
+    return out
+
+
+def _write(crate: Path, workspace_root: Path, out: Path) -> None:
     import tomlkit
 
     manifest = crate / "Cargo.toml"
@@ -117,10 +151,6 @@ def derive(crate: Path, workspace_root: Path, driver_type: str) -> Path:
     package = dict(data.get("package") or {})
     lib = dict(data.get("lib") or {})
     lib_path = (crate / str(lib.get("path") or "src/lib.rs")).resolve()
-    if driver_type == "KMDF":
-        used = uses_kmdf(crate, lib_path)
-        if used:
-            raise ConfigError(f"{manifest}: a KMDF driver (WDF calls, e.g. {used}): KMDF needs Windows and the WDK, and Wine has no WDF", KMDF_HINT)
     workspace = None
     if workspace_root.resolve() != crate.resolve():
         workspace = (workspace_root, _toml(workspace_root / "Cargo.toml"))
@@ -171,14 +201,12 @@ def derive(crate: Path, workspace_root: Path, driver_type: str) -> Path:
     doc["profile"] = profile
     doc["workspace"] = tomlkit.table()  # its own root: never a member of the crate's workspace
 
-    out = out_dir(crate)
     write_if_changed(out / "Cargo.toml", tomlkit.dumps(doc))
     write_if_changed(out / ".cargo" / "config.toml", CARGO_CONFIG)
     lock = workspace_root / "Cargo.lock"
     if lock.is_file() and not (out / "Cargo.lock").is_file():
         # The crate's own pins for every dependency it keeps; cargo drops the replaced ones.
         write_atomic(out / "Cargo.lock", lock.read_bytes())
-    return out
 
 
 def write_if_changed(path: Path, text: str) -> None:
