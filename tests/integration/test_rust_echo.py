@@ -25,7 +25,6 @@ from pathlib import Path
 
 import pytest
 from test_wine_target import _stop
-from test_wine_target import wine_state as _one_prefix_per_module  # noqa: F401 (registers the wine_state fixture here)
 
 from conftest import need, need_tool, run_invoke
 
@@ -56,6 +55,20 @@ def copy_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, beside: tup
     monkeypatch.setenv("DRIVERPIPE_CONFIG", str(user))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     return project
+
+
+@pytest.fixture(scope="module")
+def wine_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One Wine prefix for the module's tests, stopped at its end."""
+    need_tool("wine")
+    need_tool("osslsigncode")
+    from driverpipe.image.build import target_std_installed
+
+    need(target_std_installed("x86_64-pc-windows-msvc"), "rustup target add x86_64-pc-windows-msvc")
+    folder = tmp_path_factory.mktemp("echo-state")
+    yield folder
+    for prefix in (folder / "driverpipe" / "wine").glob("*"):
+        _stop(prefix)
 
 
 @pytest.fixture
