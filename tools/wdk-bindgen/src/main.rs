@@ -4,7 +4,15 @@
 //! `src/generated/{types,constants,ntddk}.rs` there: the same split as
 //! windows-drivers-rs's wdk-sys (types and constants at the crate root,
 //! functions under `ntddk`), with its bindgen settings where they apply to
-//! these headers. Differences, each for a reason, are listed in HEADER below.
+//! these headers. Differences from those settings, each for a reason:
+//! - C types from the crate's own LLP64 `ctypes` module, so the layout tests
+//!   also hold when the crate is built for the host;
+//! - every function block bound to ntoskrnl.exe by raw-dylib (no import library);
+//! - cast macros (`STATUS_*` and the like) evaluated through `static const`
+//!   declarations: Debian 12's libclang 14 has no macro fallback;
+//! - DEVICE_OBJECT aligned as the WDK declares it (`align_device_object`);
+//! - ExAllocatePoolWithTag and friends not blocklisted: Wine has no
+//!   ExAllocatePool2, so the allocator needs them.
 use std::{env, fs, path::PathBuf, process::ExitCode};
 
 use bindgen::{
@@ -42,7 +50,7 @@ const HEADER: &str = "\
 const LINK: &str =
     "#[cfg_attr(windows, link(name = \"ntoskrnl.exe\", kind = \"raw-dylib\", modifiers = \"+verbatim\"))]\n";
 
-/// clang's own headers (stddef.h, mm_malloc.h, ...), which mingw-w64's include.
+/// clang's own headers (stddef.h, mm_malloc.h, ...), which mingw-w64's headers include.
 fn clang_resource_include() -> Result<String, String> {
     let done = std::process::Command::new("clang")
         .arg("-print-resource-dir")
