@@ -193,24 +193,28 @@ def test_rust_echo_deploys_on_wine_passes_its_device_checks_and_unloads_without_
     assert created >= 1 and deleted >= created, f"IoCreateDevice {created}x, IoDeleteDevice {deleted}x: a device leaked"
 
 
-def test_rust_echo_regress_three_cycles_on_wine(echo: Path) -> None:
-    built = invoke(echo, "build", "sign")
+def test_rust_echo_regress_three_cycles_and_its_fault_sweep_on_wine(echo: Path) -> None:
+    built = invoke(echo, "build", "--features", "fault-injection", "sign")
     assert built.returncode == 0, built.stderr
     done = invoke(echo, "regress", "--cycles", "3")
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr
     report_dir = next((echo / "artifacts" / "regress").glob("wine-*"))
     data = json.loads((report_dir / "regress.json").read_text(encoding="utf-8"))
     status = {p["name"]: p["status"] for p in data["phases"]}
+    steps = ["IoCreateDevice", "IoCreateSymbolicLink", "IoAllocateWorkItem", "PsSetLoadImageNotifyRoutine"]
     assert status == {
         "test_revert_to_clean_state": "pass",
         "test_deploy_and_smoke_test": "pass",
         "test_load_unload_cycles": "pass",
-        "test_fault_injection[none]": "skipped",
+        **{f"test_fault_injection[{step}]": "pass" for step in steps},
         "test_driver_verifier": "skipped",
     }, status
     lines = [text for p in data["phases"] for _, text in p["dbgprint"]]
     assert lines.count("[RustEcho] DriverUnload called") >= 3
     assert lines.count("[RustEcho] unloaded (pool allocations outstanding: 0)") >= 3
+    for number, step in enumerate(steps, 1):
+        assert f"[RustEcho] fault injection: failing step {number} ({step})" in lines
+        assert f"[RustEcho] {step} failed (status 0xC0000001)" in lines
 
 
 def test_an_import_wine_lacks_is_listed_by_doctor_and_named_from_wines_loader_message(echo: Path, wine_state: Path) -> None:

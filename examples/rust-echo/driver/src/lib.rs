@@ -29,6 +29,7 @@ static GLOBAL_ALLOCATOR: WdkAllocator = WdkAllocator;
 extern crate alloc;
 
 mod dispatch;
+mod fault;
 mod names;
 mod notify;
 mod registry;
@@ -93,7 +94,7 @@ pub unsafe extern "system" fn driver_entry(
     // SAFETY: DriverEntry's contract; each step below states its own.
     let status = unsafe { setup(driver, registry_path) };
     if !nt_success(status) {
-        println!("[RustEcho] DriverEntry failed with 0x{:08X}", status as u32);
+        // The failing step printed its own line (fault::checked); one failure line per load.
         // SAFETY: releases exactly what setup recorded as acquired.
         unsafe { teardown() };
         return status;
@@ -133,6 +134,7 @@ unsafe fn setup(driver: PDRIVER_OBJECT, registry_path: PCUNICODE_STRING) -> NTST
     let values = unsafe { registry::read_and_write(registry_path) };
     STATE.start_type.store(values.start, Ordering::Release);
     STATE.greeting.store(values.greeting, Ordering::Release);
+    STATE.fail_at.store(values.fail_at, Ordering::Release);
     println!(
         "[RustEcho] registry Start={} Greeting=0x{:X}",
         values.start, values.greeting
@@ -190,21 +192,26 @@ unsafe fn setup(driver: PDRIVER_OBJECT, registry_path: PCUNICODE_STRING) -> NTST
     unsafe {
         RtlInitUnicodeString(&mut device_name, DEVICE_NAME.as_ptr());
         RtlInitUnicodeString(&mut symlink, SYMLINK_NAME.as_ptr());
-        let status = IoCreateDevice(
-            driver,
-            0,
-            &mut device_name,
-            FILE_DEVICE_UNKNOWN,
-            0,
-            0,
-            &mut device,
-        );
+        let status = fault::injected("IoCreateDevice").unwrap_or_else(|| {
+            IoCreateDevice(
+                driver,
+                0,
+                &mut device_name,
+                FILE_DEVICE_UNKNOWN,
+                0,
+                0,
+                &mut device,
+            )
+        });
+        let status = fault::checked("IoCreateDevice", status);
         if !nt_success(status) {
             return status;
         }
         STATE.device.store(device, Ordering::Release);
         STATE.acquire(Acquired::Device);
-        let status = IoCreateSymbolicLink(&mut symlink, &mut device_name);
+        let status = fault::injected("IoCreateSymbolicLink")
+            .unwrap_or_else(|| IoCreateSymbolicLink(&mut symlink, &mut device_name));
+        let status = fault::checked("IoCreateSymbolicLink", status);
         if !nt_success(status) {
             return status;
         }

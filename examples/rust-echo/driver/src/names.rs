@@ -19,6 +19,7 @@ pub static PARAMETERS: [u16; 11] = wide("Parameters");
 pub static START: [u16; 6] = wide("Start");
 pub static GREETING: [u16; 9] = wide("Greeting");
 pub static DBGPRINT: [u16; 9] = wide("DbgPrint");
+pub static FAIL_AT_STEP: [u16; 11] = wide("FailAtStep");
 
 /// How many ntoskrnl routines the image imports besides memcpy/memset (a test
 /// compares it with the linked image's import table).

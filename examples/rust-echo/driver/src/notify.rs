@@ -15,6 +15,7 @@ use wdk_sys::{
     STATUS_SUCCESS,
 };
 
+use crate::fault;
 use crate::state::{Acquired, STATE};
 
 unsafe extern "C" fn process_notify_ex(
@@ -72,8 +73,9 @@ pub unsafe fn register() -> NTSTATUS {
             return status;
         }
         STATE.acquire(Acquired::ThreadNotify);
-        let status = PsSetLoadImageNotifyRoutine(Some(image_notify));
-        if !nt_success(status) {
+        let status = fault::injected("PsSetLoadImageNotifyRoutine")
+            .unwrap_or_else(|| PsSetLoadImageNotifyRoutine(Some(image_notify)));
+        if !nt_success(fault::checked("PsSetLoadImageNotifyRoutine", status)) {
             return status;
         }
         STATE.acquire(Acquired::ImageNotify);

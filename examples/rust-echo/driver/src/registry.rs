@@ -15,7 +15,7 @@ use wdk_sys::{
     ULONG, UNICODE_STRING,
 };
 
-use crate::names::{GREETING, PARAMETERS, START};
+use crate::names::{FAIL_AT_STEP, GREETING, PARAMETERS, START};
 
 /// The value written under Parameters and expected back.
 pub const GREETING_VALUE: u32 = 0x5EED;
@@ -23,6 +23,8 @@ pub const GREETING_VALUE: u32 = 0x5EED;
 pub struct Values {
     pub start: u32,
     pub greeting: u32,
+    /// `Parameters\FailAtStep` (fault-injection builds only; 0 otherwise).
+    pub fail_at: u32,
 }
 
 fn attributes(root: HANDLE, name: *mut UNICODE_STRING) -> OBJECT_ATTRIBUTES {
@@ -80,6 +82,7 @@ pub unsafe fn read_and_write(registry_path: PCUNICODE_STRING) -> Values {
     let mut values = Values {
         start: 0,
         greeting: 0,
+        fail_at: 0,
     };
     if registry_path.is_null() {
         return values;
@@ -123,6 +126,9 @@ pub unsafe fn read_and_write(registry_path: PCUNICODE_STRING) -> Values {
             );
             if nt_success(written) {
                 values.greeting = read_dword(parameters, &GREETING).unwrap_or(0);
+            }
+            if cfg!(feature = "fault-injection") {
+                values.fail_at = read_dword(parameters, &FAIL_AT_STEP).unwrap_or(0);
             }
             let _ = ZwClose(parameters);
         }

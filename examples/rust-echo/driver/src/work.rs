@@ -19,6 +19,7 @@ use wdk_sys::{
     STATUS_SUCCESS,
 };
 
+use crate::fault;
 use crate::state::{Acquired, STATE};
 
 /// Relative times are negative, in 100 ns units.
@@ -75,9 +76,12 @@ pub unsafe fn run_timer_and_work_item(device: PDEVICE_OBJECT) -> NTSTATUS {
             KeQueryTimeIncrement()
         );
 
-        let item = IoAllocateWorkItem(device);
+        let item = match fault::injected("IoAllocateWorkItem") {
+            Some(status) => return fault::checked("IoAllocateWorkItem", status),
+            None => IoAllocateWorkItem(device),
+        };
         if item.is_null() {
-            return STATUS_INSUFFICIENT_RESOURCES;
+            return fault::checked("IoAllocateWorkItem", STATUS_INSUFFICIENT_RESOURCES);
         }
         STATE.work_item.store(item, Ordering::Release);
         STATE.acquire(Acquired::WorkItem);
