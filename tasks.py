@@ -107,6 +107,12 @@ def doctor(c, target=None, tasks=None):
     _cmd().doctor(_dry(c), target=target, tasks=tasks)
 
 
+@task(help={"check": "generate into a temporary folder and compare with the committed files (exit 1 when they differ)"})
+def bindings(c, check=False):
+    """Regenerate the Linux route's wdk-sys from mingw-w64's DDK headers (bindgen + Debian's libclang)."""
+    _cmd().bindings(_dry(c), check=check)
+
+
 @task(help={"target": TARGET_HELP})
 def provision(c, target=None):
     """Turn a fresh Windows VM into a test target (idempotent): WinRM, test signing, DebugView."""
@@ -179,5 +185,5 @@ def snapshot(c, name, target=None, force=False):
     _cmd().vm(_dry(c), "snapshot", target=target, name=name, force=force)
 
 
-ns = Collection(build, package, sign, deploy, unload, verify, logs, regress, doctor, provision, target_add)
+ns = Collection(build, package, sign, deploy, unload, verify, logs, regress, doctor, provision, target_add, bindings)
 ns.add_collection(Collection("vm", status, start, stop, revert, snapshot))

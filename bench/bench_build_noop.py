@@ -50,8 +50,8 @@ def main() -> int:
         subprocess.run(invoke, cwd=project, env=env, check=True, stdout=subprocess.DEVNULL)
         cold = time.perf_counter() - start
 
-        wdm = project / "driver" / "wdm"
-        bare_argv = ["cargo", "build", "--release", "--locked"]
+        wdm = project / "driver" / "target" / "driverpipe-wdm"  # the crate the WDM route derives
+        bare_argv = ["cargo", "build", "--release"]
 
         def bare() -> None:
             subprocess.run(bare_argv, cwd=wdm, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -18,13 +18,15 @@ echo "::group::system packages"
 $SUDO apt-get update -q
 # wine/wine64: the tier-0 Wine target loads the Linux-built driver image.
 # osslsigncode: Authenticode signing and verification of the image and catalog.
-# gcc-mingw-w64-x86-64/mingw-w64-x86-64-dev: the kernel bindings' layouts checked against ddk/wdm.h.
+# gcc-mingw-w64-x86-64/mingw-w64-x86-64-dev: the DDK headers the Linux route's wdk-sys is generated
+#   from, and the layout check against them with gcc.
+# clang/libclang-dev: bindgen parses those headers (`invoke bindings`, the regenerate-and-compare test).
 # qemu-system-x86/qemu-utils/ovmf: real QEMU, QMP, snapshots, overlays.
 # openssh-server/client: real sshd on loopback for the SSH transport.
 # the shellcheck package: actionlint checks the workflows' run: scripts with it.
 # chromium: the regression report is opened as a person would, headless and offline.
 $SUDO apt-get install -y -q --no-install-recommends \
-    wine wine64 osslsigncode gcc-mingw-w64-x86-64 mingw-w64-x86-64-dev \
+    wine wine64 osslsigncode gcc-mingw-w64-x86-64 mingw-w64-x86-64-dev clang libclang-dev \
     qemu-system-x86 qemu-utils ovmf openssh-server openssh-client \
     shellcheck chromium libc6-dev ca-certificates git
 echo "::endgroup::"

@@ -170,6 +170,12 @@ def doctor(dry: bool, *, target: str | None, tasks: str | None) -> int:
 
 
 @guarded
+def bindings(dry: bool, *, check: bool) -> int:
+    ctx = make_context(dry)
+    return int(_step("image.bindings").run(ctx, check=check) or 0)
+
+
+@guarded
 def provision(dry: bool, *, target: str | None) -> int:
     ctx = make_context(dry, target=target)
     return int(_step("targets.provision").run(ctx, target=target) or 0)

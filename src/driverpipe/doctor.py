@@ -189,6 +189,35 @@ def check_wine_target(ctx: RunContext, target: Any) -> Iterable[Check]:
         yield Check(f"target {target.name}: prefix", "ok", f"{status.state.value}; {status.detail}")
     for what, why in NOT_APPLICABLE.items():
         yield Check(f"target {target.name}: {what}", "n/a", f"not applicable on wine ({why})")
+    yield from check_wine_imports(ctx, target)
+
+
+def check_wine_imports(ctx: RunContext, target: Any) -> Iterable[Check]:
+    """The built image's kernel imports that this Wine's ntoskrnl.exe lacks (the load would end its driver host)."""
+    from .image.artifact import load_manifest
+    from .image.imagecheck import read_facts
+    from .targets.wine.imports import missing_exports, ntoskrnl_path
+
+    name = f"target {target.name}: image imports"
+    ntoskrnl = ntoskrnl_path(str(target.wine["wine"]))
+    if ntoskrnl is None:
+        yield Check(name, "n/a", "Wine's ntoskrnl.exe was not found next to the wine executable")
+        return
+    try:
+        image = load_manifest(ctx).artifact
+        missing = missing_exports(read_facts(image).imports, ntoskrnl)
+    except PipelineError:
+        yield Check(name, "n/a", "no build output yet (`invoke build`)")
+        return
+    if missing:
+        yield Check(
+            name,
+            "warn",
+            f"{image.name} imports {len(missing)} routine{'s' if len(missing) > 1 else ''} Wine's ntoskrnl.exe does not export: {', '.join(missing)}",
+            "the first call ends the driver under Wine: use routines Wine exports, or deploy to a Windows target",
+        )
+    else:
+        yield Check(name, "ok", f"every ntoskrnl.exe import of {image.name} is exported by {ntoskrnl}")
 
 
 def check_target(ctx: RunContext, target_name: str) -> Iterable[Check]:

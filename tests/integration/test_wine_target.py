@@ -328,7 +328,7 @@ def test_winverifytrust_in_the_prefix_sees_a_flipped_byte(checkout: Path, wine_s
         pushed.write_bytes(bytes(data))
         with pytest.raises(CheckFailed, match=r"0x80096010 TRUST_E_BAD_DIGEST"):
             target.check_signature(ctx, pkg)
-        unsigned = next(p for p in (checkout / "driver" / "wdm" / "target").rglob("WazabiEDR_Driver.dll"))
+        unsigned = next(p for p in (checkout / "driver" / "target" / "driverpipe-wdm" / "target").rglob("WazabiEDR_Driver.dll"))
         shutil.copyfile(unsigned, pushed)
         with pytest.raises(CheckFailed, match=r"0x800B0100 TRUST_E_NOSIGNATURE"):
             target.check_signature(ctx, pkg)

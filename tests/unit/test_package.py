@@ -164,7 +164,8 @@ def test_lint_failure_leaves_no_package(built: Path, project: Path) -> None:
 def test_inf_naming_another_driver_file(built: Path, project: Path) -> None:
     (project / "inf" / f"{NAME}.inx").write_bytes(inx_bytes(INX.replace("WazabiEDR_Driver.sys = 1,,", "WazabiEDR.sys = 1,,")))
     ctx, _ = make_ctx(project)
-    with pytest.raises(ConfigError, match=r"lists WazabiEDR\.sys in \[SourceDisksFiles\]"):
+    # The package names the driver after [SourceDisksFiles]; a ServiceBinary naming another file is refused.
+    with pytest.raises(ConfigError, match=r"ServiceBinary names WazabiEDR_Driver\.sys, which \[SourceDisksFiles\] does not list"):
         package.run(ctx)
 
 

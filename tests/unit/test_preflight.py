@@ -40,11 +40,11 @@ def test_missing_metadata_block(tmp_path: Path) -> None:
     assert "links but won't load" in p.message and "kmdf-version-major" in (p.hint or "")
 
 
-def test_unknown_metadata_key_and_non_kmdf(tmp_path: Path) -> None:
-    toml = CARGO_TOML.replace('driver-type              = "KMDF"', 'driver-type = "WDM"\nkmdf-version = 1')
+def test_unknown_metadata_key_and_an_unknown_driver_model(tmp_path: Path) -> None:
+    toml = CARGO_TOML.replace('driver-type              = "KMDF"', 'driver-type = "UMDF"\nkmdf-version = 1')
     found = problems(tmp_path, cargo_toml=toml)
     one(found, "unknown key(s) kmdf-version")
-    one(found, "this pipeline builds KMDF")
+    one(found, "this pipeline builds KMDF and WDM drivers")
 
 
 def test_kmdf_versions_must_be_integers(tmp_path: Path) -> None:
@@ -168,11 +168,7 @@ def test_model_route(project: Path, monkeypatch: pytest.MonkeyPatch, windows: bo
     assert got == model and why
 
 
-def test_wdm_route_without_its_crate_names_it(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    write_crate(project)
-    ctx, _ = make_ctx(project)
-    monkeypatch.setattr("driverpipe.image.wdk.host_is_windows", lambda: False)
-    from driverpipe.image import build
-
-    with pytest.raises(ConfigError, match=r"wdm_crate: .*Cargo.toml is missing"):
-        build.run(ctx, from_path=None)
+def test_a_wdm_driver_type_is_accepted(project: Path) -> None:
+    crate = write_crate(project, cargo_toml=CARGO_TOML.replace('driver-type              = "KMDF"', 'driver-type = "WDM"'))
+    info = preflight.read_crate(crate)
+    assert info.driver_type == "WDM" and info.kmdf is None

@@ -59,7 +59,6 @@ EXPECT_PHASE = Table(
 PROJECT = Table(
     {
         "driver_crate": Key(str, "driver", "path of the driver crate (folder holding Cargo.toml), relative to the project"),
-        "wdm_crate": Key(str, "driver/wdm", "path of the WDM image crate (the same sources linked by rust-lld, no WDK), relative to the project"),
         "inx": Key(str, "inf/WazabiEDR_Driver.inx", "the driver's INF template (.inx), relative to the project"),
         "service_name": Key(str, "WazabiEDR", "kernel service name used with sc.exe"),
         "device_path": Key(str, "\\\\.\\WazabiEDR", "user-mode device path opened by the smoke test"),

@@ -102,10 +102,6 @@ def crate_dir(ctx: RunContext) -> Path:
     return ctx.config.path(ctx.config.project.driver_crate)
 
 
-def wdm_dir(ctx: RunContext) -> Path:
-    return ctx.config.path(ctx.config.project.wdm_crate)
-
-
 def inx_path(ctx: RunContext) -> Path:
     return ctx.config.path(ctx.config.project.inx)
 

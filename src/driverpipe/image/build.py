@@ -5,8 +5,9 @@ manifest the package step reads):
 - kmdf, Windows with the WDK: `cargo build --release --locked --message-format=json-render-diagnostics`
   run here with wdk-build; the cdylib is found in cargo's own compiler-artifact messages.
 - kmdf, other hosts: the same build on a configured Windows build host (buildhost.py).
-- wdm, any host: the same cargo command in the WDM image crate (driver/wdm), linked
-  by the toolchain's rust-lld against the project's kernel bindings; no WDK.
+- wdm, any host: cargo in a crate derived from the driver's own Cargo.toml
+  (wdm_crate.py: its wdk-* dependencies replaced by the bindings generated from
+  mingw-w64's DDK headers), linked by the toolchain's rust-lld; no WDK.
 - `--from PATH`: an already-built .dll/.sys (e.g. a CI artifact), on any host.
 
 After every build the image is checked (imagecheck.py). The manifest
@@ -44,9 +45,9 @@ from .artifact import (
     manifest_path,
     parse_cargo_output,
     profile_dir,
-    wdm_dir,
 )
 from .preflight import CrateInfo
+from .wdm_crate import KMDF_HINT
 
 MAX_IMAGE_BYTES = 64 << 20  # drivers are KBs to a few MBs: refuse a "driver" of gigabytes before copying it
 
@@ -186,17 +187,23 @@ def _local_cargo(ctx: RunContext, info: CrateInfo) -> BuildResult:
 
 
 def _wdm_cargo(ctx: RunContext, info: CrateInfo) -> BuildResult:
-    """The WDM route: the same cargo command in driver/wdm, linked by rust-lld."""
+    """The WDM route: cargo in the crate derived from the driver's Cargo.toml, linked by rust-lld."""
+    from . import wdm_crate
+
     profile = str(ctx.config.project.build.profile)
     feats = features(ctx)
-    wdm = wdm_dir(ctx)
-    _wdm_preflight(ctx, wdm, info)
-    argv = cargo_argv(profile, feats)
+    if info.driver_type == "KMDF":
+        ctx.say("driver-type KMDF: built here as a WDM image (entry DriverEntry), which holds while the driver makes no WDF call")
+    wdm = wdm_crate.out_dir(info.dir)
+    if not ctx.dry:
+        wdm = wdm_crate.derive(info.dir, info.workspace_root, info.driver_type)
+    # No --locked: the derived crate's lock starts as the driver's own and drops the replaced wdk crates.
+    argv = [a for a in cargo_argv(profile, feats) if a != "--locked"]
     ctx.step(f"cargo build ({profile}, WDM image via rust-lld{', features ' + ','.join(feats) if feats else ''}) in {wdm}")
     done = ctx.runner.run(argv, cwd=wdm, check=False, what="cargo build")
     triple = str(ctx.config.project.build.target_triple)
     if done.dry:
-        ctx.say(f"[dry] would check the linked image and record it in {manifest_path(ctx)}")
+        ctx.say(f"[dry] would derive {wdm / 'Cargo.toml'} from {info.manifest}, check the linked image and record it in {manifest_path(ctx)}")
         artifact = wdm / "target" / triple / profile / f"{info.lib_name}.dll"
         return BuildResult(artifact=artifact, sha256={}, source="rust-lld", features=feats, profile=profile, dry=True, model="wdm")
     log = profile_dir(ctx) / CARGO_LOG_NAME
@@ -212,7 +219,7 @@ def _wdm_cargo(ctx: RunContext, info: CrateInfo) -> BuildResult:
             raise known
         _show_errors(ctx, errors)
         if done.returncode == 0 and not errors:
-            raise StepFailed(f"cargo build succeeded but reported no cdylib named {info.lib_name}", f'[lib] crate-type = ["cdylib"] in {wdm / "Cargo.toml"}')
+            raise StepFailed(f"cargo build succeeded but reported no cdylib named {info.lib_name}", f'[lib] crate-type = ["cdylib"] in {info.manifest}')
         raise classify_failure(text, errors, log=log)
     unchanged = _unchanged(ctx, outcome.dll, feats, "wdm")
     if unchanged is not None:
@@ -232,29 +239,6 @@ def _unchanged(ctx: RunContext, dll: Path, feats: list[str], model: str) -> Buil
     return recorded
 
 
-def _wdm_preflight(ctx: RunContext, wdm: Path, info: CrateInfo) -> None:
-    """The WDM crate exists, builds the driver's own lib.rs under the same artifact name, and the target std is installed."""
-    manifest = wdm / "Cargo.toml"
-    if not manifest.is_file():
-        raise ConfigError(f"wdm_crate: {manifest} is missing", "restore driver/wdm from the repository or set wdm_crate")
-    import tomlkit
-
-    try:
-        data = tomlkit.parse(manifest.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomlkit.exceptions.ParseError) as exc:
-        raise ConfigError(f"{manifest}: unreadable ({exc})", "restore it from the repository") from None
-    lib = data.get("lib") or {}
-    if str(lib.get("name", "")) != info.lib_name:
-        raise ConfigError(f"{manifest}: [lib] name is {lib.get('name')!r}, the driver's is {info.lib_name!r}", f'set name = "{info.lib_name}" under [lib]')
-    lib_path = (wdm / str(lib.get("path", ""))).resolve()
-    if lib_path != (info.dir / "src" / "lib.rs").resolve():
-        raise ConfigError(
-            f"{manifest}: [lib] path is not the driver's src/lib.rs", 'the WDM image must build the driver\'s own sources (path = "../src/lib.rs")'
-        )
-    # The target's std is checked only when cargo fails (classify_wdm_failure): an
-    # unchanged build stays as cheap as cargo's own no-op.
-
-
 def target_std_installed(triple: str) -> bool:
     """True when rustc's sysroot has the target's prebuilt core/alloc (rustup target add)."""
     import subprocess
@@ -267,26 +251,42 @@ def target_std_installed(triple: str) -> bool:
     return done.returncode == 0 and any((sysroot / "lib" / "rustlib" / triple / "lib").glob("libcore-*.rlib"))
 
 
+HEADER_SET = "mingw-w64's DDK headers (ddk/wdm.h, ddk/ntddk.h, ddk/ntifs.h)"
+KERNEL_ITEM = (
+    r"unresolved imports? `(?:wdk_sys|wdk)::(?:\w+::)*(\w+)`",
+    r"no `(\w+)` in `(?:wdk_sys|wdk|ntddk|types|constants)(?:::\w+)*`",
+    r"cannot find \w+(?: or \w+)? `(\w+)` in (?:module|crate) `(?:wdk_sys|wdk|ntddk)(?:::\w+)*`",
+)
+
+
+def _missing_kernel_item(text: str) -> str | None:
+    """The wdk/wdk-sys item rustc could not find, or None."""
+    for pattern in KERNEL_ITEM:
+        found = re.search(pattern, text)
+        if found:
+            return found.group(1)
+    return None
+
+
 def classify_wdm_failure(text: str, triple: str, *, log: Path | None = None) -> PipelineError | None:
     """rust-lld and missing-target failures of the WDM route, one line each (None: not one of these)."""
     see = f" (full output: {log})" if log else ""
     if re.search(r"can't find crate for `(core|compiler_builtins)`", text) or "target may not be installed" in text:
         return EnvironmentProblem(f"the Rust standard library for {triple} is not installed", f"rustup target add {triple}")
-    missing = re.search(
-        r"(?:unresolved import|cannot find \w+) `(wdk_sys::[\w:]+|[\w]+)` in (?:module|crate) `(wdk_sys[\w:]*)`|unresolved import `(wdk_sys::[\w:]+)`", text
-    )
+    if re.search(r"`wdk_sys::wdf\b|in `wdf`|`wdf` in `wdk_sys`|`wdk_macros`|call_unsafe_wdf_function_binding", text):
+        return ConfigError(f"the driver uses KMDF (WDF): KMDF needs Windows and the WDK, and Wine has no WDF{see}", KMDF_HINT)
+    missing = _missing_kernel_item(text)
     if missing:
-        name = next(g for g in missing.groups() if g)
         return StepFailed(
-            f"the kernel bindings have no {name}: the driver uses a kernel item driver/wdm/kernel/wdk-sys does not declare{see}",
-            "add it to driver/wdm/kernel/wdk-sys/src/lib.rs with the real signature/layout (and to its layout table if it is a struct)",
+            f"{missing} is not declared by {HEADER_SET}, which the Linux route's wdk-sys is generated from{see}",
+            "use a routine those headers declare (and Wine's ntoskrnl exports: `invoke doctor`), or build on Windows with the WDK",
         )
     undefined = re.findall(r"undefined symbol: ([^\s]+)", text)
     if undefined:
         names = sorted(set(undefined))
         return StepFailed(
             f"rust-lld: undefined symbol{'s' if len(names) > 1 else ''} {', '.join(names[:5])}{see}",
-            "declare it in the kernel bindings (driver/wdm/kernel/wdk-sys, raw-dylib from ntoskrnl.exe) or stop using it",
+            "a C runtime or compiler helper the kernel does not export: stop using it (or declare it raw-dylib from ntoskrnl.exe if ntoskrnl exports it)",
         )
     if re.search(r"linker `rust-lld` not found|could not exec the linker `rust-lld`", text):
         return EnvironmentProblem("rust-lld, the toolchain's linker, was not found", "use a rustup toolchain (rustup ships rust-lld) or reinstall it")

@@ -131,7 +131,7 @@ def check(path: Path, *, model: str, arch: str, texts: Iterable[str], error: typ
     """
     facts = read_facts(path)
     name = path.name
-    fix_build = "rebuild with `invoke build` (the WDM route's link flags are in driver/wdm/.cargo/config.toml)"
+    fix_build = "rebuild with `invoke build` (the WDM route writes its link flags into <crate>/target/driverpipe-wdm/.cargo/config.toml)"
     want_machine = MACHINES.get(arch)
     if facts.magic != PE32_PLUS:
         raise error(f"image check: {name} is not PE32+ (optional header magic 0x{facts.magic:x})", f"build for a 64-bit target; {fix_build}")
@@ -161,7 +161,7 @@ def check(path: Path, *, model: str, arch: str, texts: Iterable[str], error: typ
             symbols = ", ".join(sorted(facts.imports[dll])[:4])
             raise error(
                 f"image check: {name} imports from {dll} ({symbols}): a kernel image may only import from {', '.join(sorted(allowed))}",
-                "bind the function to ntoskrnl.exe in the kernel bindings (driver/wdm/kernel/wdk-sys), never through windows-sys",
+                "call it through wdk-sys (bound to ntoskrnl.exe), never through windows-sys",
             )
     if model == "wdm":
         entry = facts.exports.get("DriverEntry")

@@ -255,7 +255,7 @@ def _string_tokens(value: str) -> Iterable[str]:
 
 
 def lint(inf_text: str, *, stamped: bool = True) -> list[LintProblem]:
-    """Primitive-driver INF rules (note 01) that infverif enforces; empty list: fine.
+    """Primitive or root-enumerated PnP driver INF rules that infverif enforces; empty list: fine.
 
     stamped=False lints an .inx template: DriverVer and CatalogFile are left to stamping.
     """
@@ -277,15 +277,14 @@ def lint(inf_text: str, *, stamped: bool = True) -> list[LintProblem]:
         if stamped and version.get("DriverVer") is None:
             add(version.line, "driver-ver", "[Version] lacks DriverVer")
     manufacturer = inf.section("Manufacturer")
-    if manufacturer is not None:
-        add(
-            manufacturer.line,
-            "manufacturer",
-            "[Manufacturer] found: a non-PnP driver needs a primitive INF without it (infverif 1297, or 1212 next to [DefaultInstall])",
-        )
-    installs = [s for s in inf.sections.values() if ARCH_SUFFIX.match(s.name)]
     plain = inf.section("DefaultInstall")
-    if not installs:
+    primitive = [s for s in inf.sections.values() if ARCH_SUFFIX.match(s.name)]
+    if manufacturer is not None and (primitive or plain is not None):
+        add(manufacturer.line, "manufacturer", "[Manufacturer] found next to [DefaultInstall]: infverif 1212 (a driver INF is primitive or PnP, not both)")
+    installs = install_sections(inf)
+    if manufacturer is not None and not installs:
+        add(manufacturer.line, "models", "[Manufacturer] leads to no models section naming an existing install section (DDInstall)")
+    elif not installs:
         where = plain.line if plain else 0
         add(where, "default-install", "no [DefaultInstall.NT$ARCH$] section (a primitive driver INF needs the architecture-decorated form)")
     for install in installs:
@@ -310,6 +309,10 @@ def lint(inf_text: str, *, stamped: bool = True) -> list[LintProblem]:
             binary = svc.get("ServiceBinary") or ""
             if not binary.replace(" ", "").lower().startswith("%13%\\"):
                 add(svc.line, "service-values", f"[{svc.name}] ServiceBinary must be %13%\\<driver>.sys (DIRID 13), got {binary or 'nothing'}")
+            listed = [f.lower() for f in catalog_files(inf_text)]
+            file = binary.replace("/", "\\").rsplit("\\", 1)[-1].strip()
+            if file and listed and file.lower() not in listed:
+                add(svc.line, "service-binary", f"[{svc.name}] ServiceBinary names {file}, which [SourceDisksFiles] does not list")
     uninstall = inf.section("DefaultUninstall")
     if uninstall is not None and _int(uninstall.get("LegacyUninstall")) != 1:
         add(uninstall.line, "default-uninstall", "[DefaultUninstall] is only allowed with LegacyUninstall=1")
@@ -324,6 +327,64 @@ def lint(inf_text: str, *, stamped: bool = True) -> list[LintProblem]:
                     seen.add(token.lower())
                     add(entry.line, "strings", f"%{token}% is not defined in [Strings]")
     return sorted(problems, key=lambda p: (p.line, p.rule))
+
+
+def _fields(value: str) -> list[str]:
+    return [f.strip() for f in value.split(",")]
+
+
+def _decorated(inf: Inf, base: str) -> Section | None:
+    """The install section Setup picks for x64: base.NT$ARCH$ / .NTamd64 / .NT / base."""
+    for suffix in (".NT$ARCH$", ".NTamd64", ".NT", ""):
+        found = inf.section(base + suffix)
+        if found is not None:
+            return found
+    return None
+
+
+def install_sections(inf: Inf) -> list[Section]:
+    """The sections that install the driver: [DefaultInstall.NT<arch>] of a primitive INF, or the
+    DDInstall sections a PnP INF's [Manufacturer] -> models sections name (root-enumerated devices)."""
+    manufacturer = inf.section("Manufacturer")
+    if manufacturer is None:
+        return [s for s in inf.sections.values() if ARCH_SUFFIX.match(s.name)]
+    found: list[Section] = []
+    for entry in manufacturer.entries:
+        models, *decorations = _fields(entry.value)
+        names = [f"{models}.{d}" for d in decorations if d] or [models]
+        for name in names:
+            section = inf.section(name) or inf.section(models)
+            for model in section.entries if section else []:
+                base = _fields(model.value)[0]
+                install = _decorated(inf, base) if base else None
+                if install is not None and install not in found:
+                    found.append(install)
+    return found
+
+
+def install_section_name(inf_text: str) -> str | None:
+    """The section to hand to InstallHinfSection: DefaultInstall's decorated form, or the first DDInstall."""
+    sections = install_sections(parse(inf_text))
+    return sections[0].name if sections else None
+
+
+def service_names(inf_text: str) -> list[str]:
+    """The services the INF adds (AddService's first field in each install section's .Services)."""
+    inf = parse(inf_text)
+    names: list[str] = []
+    for install in install_sections(inf):
+        services = inf.section(install.name + ".Services")
+        for entry in services.all("AddService") if services else []:
+            name = _fields(entry.value)[0].strip('"')
+            if name and name not in names:
+                names.append(name)
+    return names
+
+
+def driver_binary(inf_text: str) -> str | None:
+    """The driver's file name: the one .sys [SourceDisksFiles] lists (None: none or several)."""
+    binaries = [f for f in catalog_files(inf_text) if f.lower().endswith(".sys")]
+    return binaries[0] if len(binaries) == 1 else None
 
 
 def catalog_files(inf_text: str) -> list[str]:

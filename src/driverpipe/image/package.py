@@ -69,8 +69,20 @@ def _crate(ctx: RunContext) -> CrateInfo:
 
 
 def package_name(ctx: RunContext) -> str:
-    """<name> of the package files: the crate's [package].name with - replaced by _."""
-    return _crate(ctx).package_name
+    """<name> of the package files: the driver binary the INF names in [SourceDisksFiles]
+    (its stem), else the crate's [package].name with - replaced by _."""
+    return _package_name(ctx, _crate(ctx))
+
+
+def _package_name(ctx: RunContext, info: CrateInfo) -> str:
+    from .inf import driver_binary
+
+    inx = inx_path(ctx)
+    try:
+        binary = driver_binary(_read_inf_text(inx)) if inx.is_file() else None
+    except (ConfigError, OSError):
+        binary = None  # the package step reports an unreadable .inx with its own line
+    return Path(binary).stem if binary else info.package_name
 
 
 def package_dir(ctx: RunContext) -> Path:
@@ -123,9 +135,7 @@ def _read_inf_text(path: Path) -> str:
 def run(ctx: RunContext) -> PackageResult:
     """Task entry: assemble, stamp, catalog (unsigned) and check the package; skip if inputs are unchanged."""
     info = _crate(ctx)
-    name = info.package_name
-    if info.kmdf is None:  # read_crate already insists on KMDF metadata; keep mypy and readers sure
-        raise ConfigError(f"{info.manifest}: no KMDF version in [package.metadata.wdk.driver-model]")
+    name = _package_name(ctx, info)
     pkg = profile_dir(ctx) / f"{name}_package"
     if pkg.parent != profile_dir(ctx):  # names are checked in preflight; never write beside the profile's folder
         raise ConfigError(f"{info.manifest}: package name {name!r} leads outside {profile_dir(ctx)}", "use a plain crate name")
@@ -135,6 +145,7 @@ def run(ctx: RunContext) -> PackageResult:
     inx = inx_path(ctx)
     if not inx.is_file():
         raise ConfigError(f"{inx}: INF template (.inx) not found", "create it or set inx in [tool.driverpipe]")
+    _check_service(ctx, inx)
     result = PackageResult(dir=pkg, name=name, sys=pkg / f"{name}.sys", inf=pkg / f"{name}.inf", cat=pkg / f"{name}.cat", flow="wdk" if windows else "builtin")
 
     if ctx.dry and not manifest_path(ctx).is_file():
@@ -142,7 +153,14 @@ def run(ctx: RunContext) -> PackageResult:
         build: BuildResult | None = None
     else:
         build = load_manifest(ctx)
-    settings = {"name": name, "arch": arch, "kmdf": list(info.kmdf), "driver_version": version, "flow": result.flow, "model": build.model if build else "?"}
+    settings = {
+        "name": name,
+        "arch": arch,
+        "kmdf": list(info.kmdf) if info.kmdf else None,
+        "driver_version": version,
+        "flow": result.flow,
+        "model": build.model if build else "?",
+    }
     stamp: dict[str, Any] = {"format": 1, "settings": settings}
     if build is not None:
         stamp["inputs"] = {**{k: v for k, v in sorted(build.sha256.items())}, "inx": sha256_file(inx)}
@@ -162,7 +180,8 @@ def run(ctx: RunContext) -> PackageResult:
         if windows:
             _wdk_steps(ctx, staging, name, arch, info.kmdf, version)
         else:
-            ctx.say(f"[dry] would stamp {name}.inf ($ARCH$={arch}, KMDF {info.kmdf[0]}.{info.kmdf[1]}, DriverVer {version}, CatalogFile {name}.cat), lint it")
+            kmdf = f"KMDF {info.kmdf[0]}.{info.kmdf[1]}" if info.kmdf else "WDM"
+            ctx.say(f"[dry] would stamp {name}.inf ($ARCH$={arch}, {kmdf}, DriverVer {version}, CatalogFile {name}.cat), lint it")
             ctx.say(f"[dry] would write the unsigned catalog {name}.cat (OS {CATALOG_OS.get(arch, CATALOG_OS['amd64'])[1]})")
         ctx.say(f"[dry] would replace {pkg} with the staged package and record {STAMP_NAME}")
         result.dry = True
@@ -200,6 +219,18 @@ def run(ctx: RunContext) -> PackageResult:
     listing = ", ".join(sorted(p.name for p in pkg.iterdir() if not p.name.startswith(".")))
     ctx.say(f"packaged {pkg} [{settings['model']} model] ({listing}); unsigned: run `invoke sign` before deploying")
     return result
+
+
+def _check_service(ctx: RunContext, inx: Path) -> None:
+    """service_name must be a service the INF adds: that is the service the targets start."""
+    from .inf import service_names
+
+    services = service_names(_read_inf_text(inx))
+    wanted = str(ctx.config.project.service_name)
+    if services and wanted.lower() not in (s.lower() for s in services):
+        raise ConfigError(
+            f"service_name = {wanted!r}, but {inx.name} adds the service {', '.join(services)} (AddService)", f"set service_name = {services[0]!r}"
+        )
 
 
 def _members_if_readable(pkg: Path, name: str, inf_path: Path) -> list[Path]:
@@ -241,10 +272,11 @@ def _tool(ctx: RunContext, name: str) -> str:
         raise
 
 
-def _wdk_steps(ctx: RunContext, pkg: Path, name: str, arch: str, kmdf: tuple[int, int], version: str) -> None:
+def _wdk_steps(ctx: RunContext, pkg: Path, name: str, arch: str, kmdf: tuple[int, int] | None, version: str) -> None:
     inf_path = pkg / f"{name}.inf"
+    framework = ["-k", f"{kmdf[0]}.{kmdf[1]}"] if kmdf else []  # a WDM driver binds no framework version
     ctx.runner.run(
-        [_tool(ctx, "stampinf"), "-f", str(inf_path), "-d", "*", "-a", arch, "-c", f"{name}.cat", "-v", version, "-k", f"{kmdf[0]}.{kmdf[1]}"],
+        [_tool(ctx, "stampinf"), "-f", str(inf_path), "-d", "*", "-a", arch, "-c", f"{name}.cat", "-v", version, *framework],
         what="stampinf",
     )
     if not ctx.dry:
@@ -300,7 +332,7 @@ def _lint(inf_path: Path) -> list[Any]:
     return lint(_read_inf_text(inf_path))
 
 
-def _builtin_steps(ctx: RunContext, pkg: Path, name: str, arch: str, kmdf: tuple[int, int], version: str) -> list[Path]:
+def _builtin_steps(ctx: RunContext, pkg: Path, name: str, arch: str, kmdf: tuple[int, int] | None, version: str) -> list[Path]:
     from .inf import stamp_file
 
     inf_path = pkg / f"{name}.inf"
@@ -313,7 +345,7 @@ def _builtin_steps(ctx: RunContext, pkg: Path, name: str, arch: str, kmdf: tuple
             ctx.say(f"also: {inf_path.name} {problem}")
         raise ConfigError(
             f"{inx_name(ctx)}: {problems[0]}" + (f" (and {len(problems) - 1} more listed above)" if len(problems) > 1 else ""),
-            "fix the .inx (primitive driver INF rules, note 01); infverif would reject it",
+            "fix the .inx (primitive or root-enumerated PnP driver INF rules); infverif would reject it",
         )
     stamp_file(inf_path, arch=arch, catalog=f"{name}.cat", date=stamp_date(), version=version, kmdf=kmdf)
     members = catalog_members(pkg, name, _read_inf_text(inf_path))

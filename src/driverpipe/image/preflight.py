@@ -103,8 +103,10 @@ def _metadata(data: dict[str, Any], ws: Any | None, manifest: Path, add: Callabl
     if unknown:
         add(f"{manifest}: [package.metadata.wdk.driver-model] has unknown key(s) {', '.join(unknown)} (wdk-build rejects them)", METADATA_FIX)
     driver_type = str(model.get("driver-type", ""))
+    if driver_type == "WDM":  # no framework version to read: DriverEntry is the image's own entry
+        return driver_type, None
     if driver_type != "KMDF":
-        add(f"{manifest}: driver-type = {driver_type or '(missing)'!r}; this pipeline builds KMDF drivers", 'set driver-type = "KMDF"')
+        add(f"{manifest}: driver-type = {driver_type or '(missing)'!r}; this pipeline builds KMDF and WDM drivers", 'set driver-type = "KMDF" or "WDM"')
         return driver_type, None
     major, minor = model.get("kmdf-version-major"), model.get("target-kmdf-version-minor")
     if not isinstance(major, int) or not isinstance(minor, int) or isinstance(major, bool) or isinstance(minor, bool):

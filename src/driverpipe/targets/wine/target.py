@@ -45,6 +45,7 @@ from ..state import (
     _sys_file,
 )
 from ..steps import _old_build_in_the_way, _plan_push, step_load, step_push, step_read_state, step_smoke, step_stop_old, step_verify
+from . import inf_install
 from .capture import Pump, WineCapture
 from .prefix import Completed, WinePrefix
 
@@ -293,7 +294,7 @@ class WineTarget(GuestOps):
         remote_inf = _join(base, inf.name)
         ctx.step(f"install {self.service} from {inf.name} (setupapi DefaultInstall), ImagePath -> {image}")
         # rundll32 always exits 0 (even for a missing INF): the registry tells whether it worked.
-        self._wine(["rundll32", "setupapi.dll,InstallHinfSection", "DefaultInstall", "128", remote_inf], during="the INF install")
+        inf_install.install(self._wine, inf, remote_inf)
         check = self._wine(["reg", "query", SERVICES_KEY + self.service], during="reg query")
         if not ctx.dry and check.returncode != 0:
             return ScOp("create", 1, f"setupapi did not create service {self.service} from {inf.name}")
