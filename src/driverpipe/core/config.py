@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .schema import PROJECT, USER, Key, NamedTables, Table
+from .schema import PROJECT, USER, Key, NamedTables, Table, TableList
 
 TOOL_TABLE = "driverpipe"
 ENV_PREFIX = "DRIVERPIPE_"
@@ -145,8 +145,12 @@ class _Validator:
             dotted = prefix + name
             present = name in data
             value = _plain(data[name]) if present else None
-            if isinstance(spec, Table):
+            if isinstance(spec, Table) and not spec.optional:
                 out[name] = self.table(value if present else {}, spec, dotted + ".")
+            elif isinstance(spec, Table) and spec.optional:
+                out[name] = self.table(value, spec, dotted + ".") if present else None
+            elif isinstance(spec, TableList):
+                out[name] = self.table_list(value if present else [], spec, dotted)
             elif isinstance(spec, NamedTables):
                 entries = value if present else {}
                 if not isinstance(entries, Mapping):
@@ -185,6 +189,22 @@ class _Validator:
                     raise self.fail(dotted, problem[0], problem[1])
                 out[name] = value
         return out
+
+    def table_list(self, value: Any, spec: TableList, dotted: str) -> list[dict[str, Any]]:
+        """[[dotted]] entries, each checked as spec.entry then by spec.rule; errors name dotted[N].key."""
+        if not isinstance(value, list):
+            raise self.fail(dotted, f"expected an array of tables, got {type(value).__name__}", f"write [[tool.driverpipe.{dotted}]] sections")
+        entries: list[dict[str, Any]] = []
+        for i, entry in enumerate(value):
+            where = f"{dotted}[{i}]"
+            if not isinstance(entry, Mapping):
+                raise self.fail(where, f"expected a table, got {_plain(entry)!r}", f"write [[tool.driverpipe.{dotted}]] sections")
+            entries.append(self.table(entry, spec.entry, where + "."))
+        for i, entry in enumerate(entries):
+            problem = spec.rule(entry, i, entries) if spec.rule else None
+            if problem:
+                raise self.fail(f"{dotted}[{i}].{problem[0]}", problem[1], problem[2])
+        return entries
 
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")

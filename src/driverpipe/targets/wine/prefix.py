@@ -432,17 +432,32 @@ class WinePrefix:
                 return value
             time.sleep(0.02)
 
-    def kill_driver_host(self, image_name: str) -> list[int]:
-        """End the winedevice.exe that mapped `image_name` (a driver that hangs in DriverEntry); its pids."""
-        ended = []
+    def driver_hosts(self, image_name: str) -> list[int]:
+        """The live processes (winedevice.exe) that have `image_name` mapped: the driver's host."""
+        hosts = []
         for pid in self.processes():
             try:
                 maps = Path(f"/proc/{pid}/maps").read_text(errors="replace")
             except OSError:
                 continue
             if image_name.lower() in maps.lower():
-                _kill(pid, signal.SIGKILL)
-                ended.append(pid)
+                hosts.append(pid)
+        return hosts
+
+    def wait_ended(self, pids: list[int], timeout: float) -> list[int]:
+        """Wait for these processes to end (exited, or a zombie); the ones still alive after `timeout`."""
+
+        def alive() -> list[int]:
+            return [pid for pid in pids if _alive(pid)]
+
+        self._wait_for(lambda: not alive(), timeout)
+        return alive()
+
+    def kill_driver_host(self, image_name: str) -> list[int]:
+        """End the winedevice.exe that mapped `image_name` (a driver that hangs in DriverEntry); its pids."""
+        ended = self.driver_hosts(image_name)
+        for pid in ended:
+            _kill(pid, signal.SIGKILL)
         return ended
 
     # ------------------------------------------------------------------ commands
@@ -454,9 +469,19 @@ class WinePrefix:
                 return done
         return done
 
+    def note_process(self, argv: list[str], during: str) -> None:
+        """One line per Wine process a task starts (processes.log): what a test and the bench count."""
+        line = f"{time.time():.3f}\t{os.getpid()}\t{PureWindowsPath(argv[1]).name if len(argv) > 1 else argv[0]}\t{during}\n"
+        try:
+            with (self.state_dir / "processes.log").open("a", encoding="utf-8") as fh:
+                fh.write(line)
+        except OSError:
+            pass  # a count for tests and the bench, never a reason to fail a step
+
     def _run_once(self, args: list[str], *, during: str, timeout: float, debug: str) -> Completed:
         self.check_alive(during)
         argv = [self._tool(self.wine), *args]
+        self.note_process(argv, during)
         start = time.monotonic()
         # Files, not pipes: a program may leave a Wine process behind holding them
         # (rundll32 starts explorer.exe /desktop), and a pipe would never reach EOF.
@@ -480,6 +505,14 @@ class WinePrefix:
             seconds=time.monotonic() - start,
             timed_out=timed_out,
         )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return not stat[stat.rfind(")") + 2 :].startswith("Z")
 
 
 def _kill(pid: int, sig: int) -> None:
