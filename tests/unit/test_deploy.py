@@ -456,3 +456,16 @@ def test_a_refused_stop_is_reported_at_once_not_as_a_timeout(env: dict[str, Any]
     assert "1052" in err.value.message and "ERROR_INVALID_SERVICE_CONTROL" in err.value.message
     assert "old build is still loaded" in err.value.message
     assert "query WazabiEDR" not in m.sc_log[m.sc_log.index("stop WazabiEDR") + 1 :], "no wait for STOPPED after a refusal"
+
+
+def test_a_driver_without_a_device_runs_no_device_check_and_unload_says_so(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    out: list[str] = []
+    env["ctx"] = RunContext(config=load(root=env["ctx"].config.root, flags={"device_path": ""}), echo=out.append, progress=lambda _l: None)
+    m = FakeWindows.prepared(env["thumb"])
+    guest, code = _deploy(env, m)
+    assert code == 0
+    assert "Test-DeviceChecks.ps1" not in [c[0] for c in guest.calls]
+    assert 'vm: device checks: no device declared (device_path = "")' in out
+    monkeypatch.setattr(deploy, "_open_guest", lambda ctx, target: FakeGuest(m))
+    deploy.unload(env["ctx"], target=None, delete=False)
+    assert "vm: WazabiEDR stopped; device gone after unload: not applicable (no device declared)" in out
