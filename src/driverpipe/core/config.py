@@ -130,7 +130,7 @@ class _Validator:
     def table(self, data: Any, schema: Table, prefix: str, extra: Table | None = None) -> dict[str, Any]:
         if not isinstance(data, Mapping):
             raise self.fail(prefix.rstrip(".") or "<root>", f"expected a table, got {type(data).__name__}", "make it a [table]")
-        keys: dict[str, Key | Table | NamedTables] = dict(schema.keys)
+        keys: dict[str, Key | Table | NamedTables | TableList] = dict(schema.keys)
         if extra is not None:
             keys.update(extra.keys)
         out: dict[str, Any] = {}
@@ -145,10 +145,9 @@ class _Validator:
             dotted = prefix + name
             present = name in data
             value = _plain(data[name]) if present else None
-            if isinstance(spec, Table) and not spec.optional:
-                out[name] = self.table(value if present else {}, spec, dotted + ".")
-            elif isinstance(spec, Table) and spec.optional:
-                out[name] = self.table(value, spec, dotted + ".") if present else None
+            if isinstance(spec, Table):
+                # An optional table's presence means something: absent is None, not a table of defaults.
+                out[name] = None if spec.optional and not present else self.table(value if present else {}, spec, dotted + ".")
             elif isinstance(spec, TableList):
                 out[name] = self.table_list(value if present else [], spec, dotted)
             elif isinstance(spec, NamedTables):

@@ -24,7 +24,7 @@ from typing import Any
 from ..core.context import RunContext
 from ..core.errors import ConfigError, EnvironmentProblem, PipelineError, StepFailed
 from ..core.files import copy_atomic, sha256_file, write_atomic
-from . import imagecheck, wdk
+from . import imagecheck, inputs, wdk
 from .artifact import (
     CARGO_LOG_NAME,
     BuildResult,
@@ -192,9 +192,13 @@ def _wdm_cargo(ctx: RunContext, info: CrateInfo) -> BuildResult:
     wdm = wdm_dir(ctx)
     _wdm_preflight(ctx, wdm, info)
     argv = cargo_argv(profile, feats)
+    triple = str(ctx.config.project.build.target_triple)
+    sources = None if ctx.dry else inputs.digest(ctx, [info.dir, wdm, info.workspace_root / "Cargo.lock"], [profile, triple, "wdm", *feats])
+    recorded = inputs.trusted(ctx, sources, model="wdm", feats=feats) if sources else None
+    if recorded is not None:
+        return recorded
     ctx.step(f"cargo build ({profile}, WDM image via rust-lld{', features ' + ','.join(feats) if feats else ''}) in {wdm}")
     done = ctx.runner.run(argv, cwd=wdm, check=False, what="cargo build")
-    triple = str(ctx.config.project.build.target_triple)
     if done.dry:
         ctx.say(f"[dry] would check the linked image and record it in {manifest_path(ctx)}")
         artifact = wdm / "target" / triple / profile / f"{info.lib_name}.dll"
@@ -214,10 +218,10 @@ def _wdm_cargo(ctx: RunContext, info: CrateInfo) -> BuildResult:
         if done.returncode == 0 and not errors:
             raise StepFailed(f"cargo build succeeded but reported no cdylib named {info.lib_name}", f'[lib] crate-type = ["cdylib"] in {wdm / "Cargo.toml"}')
         raise classify_failure(text, errors, log=log)
-    unchanged = _unchanged(ctx, outcome.dll, feats, "wdm")
-    if unchanged is not None:
-        return unchanged
-    return _record(ctx, "rust-lld", outcome.dll, outcome.pdb, None, feats, model="wdm")
+    result = _unchanged(ctx, outcome.dll, feats, "wdm") or _record(ctx, "rust-lld", outcome.dll, outcome.pdb, None, feats, model="wdm")
+    if sources:
+        inputs.remember(ctx, sources)
+    return result
 
 
 def _unchanged(ctx: RunContext, dll: Path, feats: list[str], model: str) -> BuildResult | None:
