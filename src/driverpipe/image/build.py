@@ -198,7 +198,12 @@ def _wdm_cargo(ctx: RunContext, info: CrateInfo) -> BuildResult:
     if recorded is not None:
         return recorded
     ctx.step(f"cargo build ({profile}, WDM image via rust-lld{', features ' + ','.join(feats) if feats else ''}) in {wdm}")
-    done = ctx.runner.run(argv, cwd=wdm, check=False, what="cargo build")
+    warm = None if ctx.dry else imagecheck.prewarm()
+    try:
+        done = ctx.runner.run(argv, cwd=wdm, check=False, what="cargo build")
+    finally:
+        if warm is not None:
+            warm.join()
     if done.dry:
         ctx.say(f"[dry] would check the linked image and record it in {manifest_path(ctx)}")
         artifact = wdm / "target" / triple / profile / f"{info.lib_name}.dll"
