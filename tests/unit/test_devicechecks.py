@@ -137,3 +137,16 @@ def test_a_device_that_does_not_open_runs_no_check() -> None:
 def test_a_malformed_answer_is_a_failed_step(data: object) -> None:
     with pytest.raises(DeployStepFailed):
         devicechecks.parse_result(data, _checks(), source="test")
+
+
+def test_the_agents_limits_are_config_errors_not_refused_requests(project: Path) -> None:
+    with_checks(project, BASE_CHECK + f'input = "{"00" * 65537}"\n')
+    with pytest.raises(ConfigError, match=r"device_check\[0\]\.input: more than 65536 bytes"):
+        config.load()
+    with_checks(project, BASE_CHECK + "output_length = 65537\n")
+    with pytest.raises(ConfigError, match=r"device_check\[0\]\.output_length: 65537 is above 65536"):
+        config.load()
+    many = "".join(f'[[tool.driverpipe.device_check]]\nname = "r{i}"\nop = "read"\n' for i in range(65))
+    with_checks(project, many)
+    with pytest.raises(ConfigError, match=r"device_check\[64\]\.name: more than 64 device checks"):
+        config.load()

@@ -68,6 +68,7 @@ EXPECT_PHASE = Table(
 )
 
 CTL_METHODS = ("buffered", "in_direct", "out_direct", "neither")
+DEVICE_IO_MAX = 65536  # bytes one check sends or reads (the agent's buffers)
 CTL_ACCESS = ("any", "read", "write", "read_write")
 
 # One step of the device checks, run in order on one handle of `device_path` (checks/devicechecks.py
@@ -88,7 +89,7 @@ DEVICE_CHECK = Table(
             optional=True,
         ),
         "input": Key(str, "", "hex bytes sent (ioctl input buffer; write data)"),
-        "output_length": Key(int, 0, "bytes of output buffer offered (ioctl) or bytes to read (read)", low=0, high=1 << 20),
+        "output_length": Key(int, 0, "bytes of output buffer offered (ioctl) or bytes to read (read), at most 65536", low=0, high=DEVICE_IO_MAX),
         "expect_error": Key(int, 0, "the Win32 error expected (0: the call succeeds)", low=0, high=0xFFFFFFFF),
         "expect_output": Key(str, None, "hex bytes expected back, exactly (absent: not checked)"),
         "expect_returned": Key(int, None, "bytes returned expected (absent: not checked)", low=0, high=0xFFFFFFFF),
@@ -96,12 +97,17 @@ DEVICE_CHECK = Table(
 )
 
 HEX_RE = re.compile(r"(?:[0-9A-Fa-f]{2})*")
+DEVICE_CHECKS_MAX = 64  # the Wine agent's request holds at most this many steps
 
 
 def device_check_problem(check: dict[str, Any], index: int, checks: list[dict[str, Any]]) -> tuple[str, str, str] | None:
     """The rules between a device check's keys (the types and ranges are the Table's)."""
+    if index >= DEVICE_CHECKS_MAX:
+        return "name", f"more than {DEVICE_CHECKS_MAX} device checks", "split the checks or drop some: one load runs at most 64"
     if not check["name"]:
         return "name", "must not be empty", "give the check a plain name"
+    if len(check["input"].replace(" ", "")) > 2 * DEVICE_IO_MAX:
+        return "input", f"more than {DEVICE_IO_MAX} bytes", f"send at most {DEVICE_IO_MAX} bytes per check"
     if any(other["name"] == check["name"] for other in checks[:index]):
         return "name", f"{check['name']!r} is used by an earlier check", "give every check its own name"
     for key in ("input", "expect_output"):
