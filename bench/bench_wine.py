@@ -176,15 +176,22 @@ def _timed_steps(project: Path, env: dict[str, str], phases: dict[str, list[floa
     """One `invoke build sign deploy`; the time from each `==>` progress line to the next, by step."""
     start = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "invoke", "build", "sign", "deploy"], cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "invoke", "build", "sign", "deploy"],
+        cwd=project,
+        env=dict(env, PYTHONUNBUFFERED="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
-    assert proc.stderr is not None
+    assert proc.stdout is not None
     marks: list[tuple[str, float]] = [("start-up (Python, Invoke, config)", start)]
-    for line in proc.stderr:
+    for line in proc.stdout:
         if line.startswith("==> "):
             label = line[4:].split(":", 1)[0].strip()
             label = re.sub(r"\s+(?:->|in|\().*$", "", label)[:48]
             marks.append((label, time.perf_counter()))
+        elif line.startswith("deploy ok:"):
+            marks.append(("exit (after the verdict: Python's teardown)", time.perf_counter()))
     code = proc.wait()
     end = time.perf_counter()
     if code != 0:
