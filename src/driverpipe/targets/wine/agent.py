@@ -13,11 +13,12 @@ diagnoses (parse.winparse) apply unchanged.
 
 Why a stop also waits for the driver host (target.py `_stop`): Wine's
 services.exe reports STOPPED as soon as the driver unloaded, while the
-winedevice.exe that ran it is still shutting down (in about half of the stops
-on this machine's Wine 8). A start in that window is what failed with 1359
-(ERROR_INTERNAL_ERROR) under load. Wine reports no process id for a driver
-service, so the host is found from /proc (the process that has the image
-mapped) and the next start waits until it has ended: never a retry.
+winedevice.exe that ran it is still shutting down (about half of the stops on
+this machine's Wine 8). A start in that window is handed to a dying host: the
+race behind the rare 1359 (ERROR_INTERNAL_ERROR) of a regress cycle. Wine
+reports no process id for a driver service, so the host is found from /proc
+(the process that has the image mapped) and the stop returns once it has
+ended: never a retry.
 
 A new agent command: a `run()` branch in vm/wine/client/src/main.rs (module of
 its own when it needs Win32 imports), a method here, and a line in the

@@ -191,8 +191,8 @@ class WineTarget(GuestOps):
         """Stop, wait for STOPPED, then for the driver's winedevice.exe to end: (Win32 code, answer, hosts still alive).
 
         Wine reports STOPPED once the driver unloaded, while its host process is still
-        shutting down (seen in about half of the stops here); a start in that window is
-        what failed with 1359 (agent.py). So the next start never meets a dying host."""
+        shutting down (seen in about half of the stops here); a start in that window
+        meets a dying host (agent.py). So the next start never does."""
         hosts = self.prefix.driver_hosts(image_name) if image_name and not self.ctx.dry else []
         data = self._ask(["stop", self.service, str(STOP_WAIT_MS)], during="the service stop", timeout=STOP_WAIT_MS / 1000 + 30)
         code = int(data.get("error", 0))
