@@ -7,9 +7,11 @@ PipelineError into `error: ...` on stderr plus the error's exit code.
 
 from __future__ import annotations
 
+import atexit
 import errno
 import functools
 import importlib
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,11 +26,45 @@ class TaskExit(SystemExit):
     """Raised to end a task with a code; Invoke honours SystemExit codes."""
 
 
+_exit_code = 0  # what the tasks of this process ended with (Invoke stops at the first failing one)
+
+
 def _fail(message: str, code: int) -> None:
+    global _exit_code
     from .core.secrets import REDACT
 
     print(REDACT(message), file=sys.stderr, flush=True)
+    _exit_code = code
     raise TaskExit(code)
+
+
+def _exit_without_teardown() -> None:
+    """atexit: end an `invoke` process that loaded lief without the interpreter's teardown.
+
+    lief's C++ extension (the image check, the signature check) makes Python's own exit take
+    0.2-0.4 s after the verdict was printed: a third of what a one-line edit's `build sign deploy`
+    spends outside cargo. Runs after the atexit handlers registered since this module loaded;
+    flushes the streams and logging; never after an uncaught exception (Python's code stands)."""
+    if "lief" not in sys.modules or getattr(sys, "last_type", None) is not None:
+        return
+    if "logging" in sys.modules:
+        sys.modules["logging"].shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(_exit_code)
+
+
+def _in_invoke_cli() -> bool:
+    """This process is the `invoke` command (never a test runner that imported the tasks)."""
+    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path()
+    return "pytest" not in sys.modules and (argv0.parts[-2:] == ("invoke", "__main__.py") or argv0.name in ("invoke", "inv"))
+
+
+if _in_invoke_cli():
+    atexit.register(_exit_without_teardown)
 
 
 def guarded(fn: F) -> F:
@@ -46,6 +82,8 @@ def guarded(fn: F) -> F:
             # Anything the steps did not translate (read-only or full disk, permissions): one line, never a traceback.
             _fail(os_error_line(exc), ExitCode.ENVIRONMENT)
         if isinstance(result, int) and result != 0:
+            global _exit_code
+            _exit_code = result
             raise TaskExit(result)
         return result
 
