@@ -27,6 +27,7 @@ class TaskExit(SystemExit):
 
 
 _exit_code = 0  # what the tasks of this process ended with (Invoke stops at the first failing one)
+_tasks_ran = False
 
 
 def _fail(message: str, code: int) -> None:
@@ -39,13 +40,15 @@ def _fail(message: str, code: int) -> None:
 
 
 def _exit_without_teardown() -> None:
-    """atexit: end an `invoke` process that loaded lief without the interpreter's teardown.
+    """atexit: end an `invoke` process whose tasks ran without the interpreter's teardown.
 
-    lief's C++ extension (the image check, the signature check) makes Python's own exit take
-    0.2-0.4 s after the verdict was printed: a third of what a one-line edit's `build sign deploy`
-    spends outside cargo. Runs after the atexit handlers registered since this module loaded;
-    flushes the streams and logging; never after an uncaught exception (Python's code stands)."""
-    if "lief" not in sys.modules or getattr(sys, "last_type", None) is not None:
+    After the verdict is printed, Python's own exit still unwinds every module: 0.2-0.4 s once
+    lief's C++ extension is loaded (the image and signature checks), about a third of what a
+    one-line edit's `build sign deploy` spends outside cargo, and tens of ms otherwise. Runs
+    after the atexit handlers registered since this module loaded; flushes the streams and
+    logging; never when no task ran (Invoke's own errors) or after an uncaught exception
+    (Python's exit code stands then)."""
+    if not _tasks_ran or getattr(sys, "last_type", None) is not None:
         return
     if "logging" in sys.modules:
         sys.modules["logging"].shutdown()
@@ -72,6 +75,8 @@ def guarded(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        global _tasks_ran, _exit_code
+        _tasks_ran = True
         try:
             result = fn(*args, **kwargs)
         except PipelineError as exc:
@@ -82,7 +87,6 @@ def guarded(fn: F) -> F:
             # Anything the steps did not translate (read-only or full disk, permissions): one line, never a traceback.
             _fail(os_error_line(exc), ExitCode.ENVIRONMENT)
         if isinstance(result, int) and result != 0:
-            global _exit_code
             _exit_code = result
             raise TaskExit(result)
         return result

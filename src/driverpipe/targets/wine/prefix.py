@@ -108,12 +108,29 @@ class WinePrefix:
         return found
 
     def version(self) -> str:
+        """`wine --version`, run once per installed wine binary (kept beside the prefix, keyed by its path, size and mtime)."""
         if not self._version:
+            tool = self._tool(self.wine)
             try:
-                done = subprocess.run([self._tool(self.wine), "--version"], capture_output=True, text=True, timeout=60, check=False)
+                st = Path(tool).stat()
+                key = f"{tool}:{st.st_size}:{st.st_mtime_ns}"
+            except OSError:
+                key = ""
+            cache = self.state_dir / "wine-version.json"
+            try:
+                known = json.loads(cache.read_text(encoding="utf-8"))
+                if key and known.get("key") == key:
+                    self._version = str(known["version"])
+                    return self._version
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                pass
+            try:
+                done = subprocess.run([tool, "--version"], capture_output=True, text=True, timeout=60, check=False)
             except subprocess.TimeoutExpired:
                 raise EnvironmentProblem(f"`{self.wine} --version` did not answer in 60 s", INSTALL_HINT) from None
             self._version = done.stdout.strip() or "unknown"
+            if key and done.returncode == 0 and self.state_dir.is_dir():
+                write_atomic(cache, json.dumps({"key": key, "version": self._version}).encode())
         return self._version
 
     def env(self, debug: str = QUIET) -> dict[str, str]:
@@ -424,13 +441,13 @@ class WinePrefix:
             return -1
 
     @staticmethod
-    def _wait_for(fn: Any, timeout: float) -> Any:
+    def _wait_for(fn: Any, timeout: float, step: float = 0.02) -> Any:
         deadline = time.monotonic() + timeout
         while True:
             value = fn()
             if value or time.monotonic() >= deadline:
                 return value
-            time.sleep(0.02)
+            time.sleep(step)
 
     def driver_hosts(self, image_name: str) -> list[int]:
         """The live processes (winedevice.exe) that have `image_name` mapped: the driver's host."""
@@ -450,7 +467,7 @@ class WinePrefix:
         def alive() -> list[int]:
             return [pid for pid in pids if _alive(pid)]
 
-        self._wait_for(lambda: not alive(), timeout)
+        self._wait_for(lambda: not alive(), timeout, step=0.005)  # usually ends within a few ms
         return alive()
 
     def kill_driver_host(self, image_name: str) -> list[int]:
