@@ -18,7 +18,9 @@ this machine's Wine 8). A start in that window is handed to a dying host: the
 race behind the rare 1359 (ERROR_INTERNAL_ERROR) of a regress cycle. Wine
 reports no process id for a driver service, so the host is found from /proc
 (the process that has the image mapped) and the stop returns once it has
-ended: never a retry.
+ended: never a retry. A failed start (DriverEntry failed) leaves the same
+window: the winedevice.exe started for it ends right after, so load waits
+for it too (the process that appeared with that start).
 
 A new agent command: a `run()` branch in vm/wine/client/src/main.rs (module of
 its own when it needs Win32 imports), a method here, and a line in the

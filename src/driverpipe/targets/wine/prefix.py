@@ -461,6 +461,10 @@ class WinePrefix:
                 hosts.append(pid)
         return hosts
 
+    def driver_host_pids(self) -> set[int]:
+        """Every live winedevice.exe of this prefix (Wine's own driver hosts included)."""
+        return {pid for pid, cmd in self.processes().items() if "winedevice" in cmd.lower()}
+
     def wait_ended(self, pids: list[int], timeout: float) -> list[int]:
         """Wait for these processes to end (exited, or a zombie); the ones still alive after `timeout`."""
 

@@ -385,6 +385,7 @@ class WineTarget(GuestOps):
             if installed.rc != 0:
                 return LoadResult(ok=False, start_code=None, ops=ops, message=installed.output)
         limit = float(ctx.config.project.expect.load.timeout)
+        hosts_before = self.prefix.driver_host_pids()
         try:
             start = self._ask(["start", self.service], during="the service start", timeout=limit)
         except AgentTimeout:
@@ -398,6 +399,10 @@ class WineTarget(GuestOps):
             )
         code = int(start.get("error", 0))
         ops.append(ScOp("start", code, _status_text(start)))
+        if code != 0:
+            # The host Wine started for this failed load is ending now, as after a stop: the next
+            # start must not be handed to it (that was the regress cycle's 1359), so wait for it here.
+            self.prefix.wait_ended(sorted(self.prefix.driver_host_pids() - hosts_before), HOST_EXIT_TIMEOUT)
         loaded = self._service_info(start).running
         result = LoadResult(ok=code == 0, start_code=code, ops=ops, driver_loaded=loaded)
         if smoke:  # after a failed DriverEntry too: the device must not open then
