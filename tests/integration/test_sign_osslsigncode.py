@@ -134,13 +134,17 @@ def test_dry_prints_commands_without_password_and_writes_nothing(env: Path, proj
     assert not (project / "data").exists()
 
 
-def test_run_entry_point_with_rotation(env: Path, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The package step is tested on its own: stand in for its layout functions and a no-op run.
+def _package_step_as_is(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The package step is tested on its own: stand in for its layout functions and a no-op run."""
     fake = types.ModuleType("driverpipe.image.package")
     fake.package_dir = lambda ctx: env  # type: ignore[attr-defined]
     fake.package_name = lambda ctx: NAME  # type: ignore[attr-defined]
     fake.run = lambda ctx: None  # type: ignore[attr-defined]
     monkeypatch.setitem(__import__("sys").modules, "driverpipe.image.package", fake)
+
+
+def test_run_entry_point_with_rotation(env: Path, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _package_step_as_is(env, monkeypatch)
     first = sign.run(_ctx(project)[0], new_cert=False)
     assert first is not None
     again = sign.run(_ctx(project)[0], new_cert=False)
@@ -155,11 +159,7 @@ def test_run_entry_point_with_rotation(env: Path, project: Path, monkeypatch: py
 
 
 def test_an_unchanged_package_is_not_signed_again_but_a_changed_one_is(env: Path, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = types.ModuleType("driverpipe.image.package")
-    fake.package_dir = lambda ctx: env  # type: ignore[attr-defined]
-    fake.package_name = lambda ctx: NAME  # type: ignore[attr-defined]
-    fake.run = lambda ctx: None  # type: ignore[attr-defined]
-    monkeypatch.setitem(__import__("sys").modules, "driverpipe.image.package", fake)
+    _package_step_as_is(env, monkeypatch)
     assert sign.run(_ctx(project)[0], new_cert=False) is not None
     signed = (env / f"{NAME}.sys").read_bytes()
     ctx, out = _ctx(project)
