@@ -30,3 +30,13 @@ def test_without_an_err_line_the_code_is_unknown_not_the_truncated_exit_status()
     assert 1060 & 0xFF == 36
     assert wine_sc_code(done(36, "")) == SC_UNKNOWN
     assert wine_sc_code(done(0, "")) == 0
+
+
+@pytest.mark.parametrize("answer", [{"error": "5"}, {"error": True}, {"error": None}, {"error": 1.5}])
+def test_an_agent_answer_with_a_malformed_number_is_a_failed_step(answer: dict[str, object]) -> None:
+    from driverpipe.targets.state import DeployStepFailed
+    from driverpipe.targets.wine.target import _num
+
+    with pytest.raises(DeployStepFailed, match="unreadable"):
+        _num("wine", answer, "error", 0)
+    assert _num("wine", {"error": 1060}, "error", 0) == 1060 and _num("wine", {}, "error", 0) == 0

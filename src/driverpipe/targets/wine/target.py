@@ -164,21 +164,34 @@ class WineTarget(GuestOps):
         return self.prefix.run(args, **kwargs)
 
     # ------------------------------------------------------------------ the agent
-    def _ask(self, fields: list[str], *, during: str, timeout: float = 60.0) -> dict[str, Any]:
-        """One agent request (see agent.py); {} in a dry run."""
+    def _ask(self, fields: list[str], *, during: str, timeout: float = 60.0, may_time_out: bool = False) -> dict[str, Any]:
+        """One agent request (see agent.py); {} in a dry run. No answer in time is a failed step,
+        or AgentTimeout for the caller that handles it (`may_time_out`: a DriverEntry that hangs)."""
         if self.ctx.dry:
             self.ctx.say(f"[dry] wine {CLIENT_NAME} " + " ".join(fields))
             return {}
         if self._agent is None:
             self._agent = Agent(self.prefix, self.client())
         self._trips += 1
-        return self._agent.request(fields, during=during, timeout=timeout)
+        try:
+            return self._agent.request(fields, during=during, timeout=timeout)
+        except AgentTimeout:
+            if may_time_out:
+                raise
+            raise DeployStepFailed(f"{self.name}: the Wine agent did not answer {during} within {timeout:g} s", f"see {self.prefix.raw_log}") from None
 
     def _service_info(self, data: dict[str, Any]) -> ServiceInfo:
         if not data.get("exists"):
             return ServiceInfo(exists=False)
-        state = int(data["state"])
-        return ServiceInfo(exists=True, state=state, state_name=STATE_NAMES.get(state), type=int(data["type"]), win32_exit_code=int(data["win32_exit_code"]))
+        try:
+            state = int(data["state"])
+            return ServiceInfo(
+                exists=True, state=state, state_name=STATE_NAMES.get(state), type=int(data["type"]), win32_exit_code=int(data["win32_exit_code"])
+            )
+        except (KeyError, TypeError, ValueError):
+            raise DeployStepFailed(
+                f"{self.name}: the Wine agent's service status is unreadable: {str(data)[:200]}", "rebuild the agent (vm/wine/client)"
+            ) from None
 
     def _query(self) -> ServiceInfo:
         return self._service_info(self._ask(["query", self.service], during="the service query"))
@@ -195,7 +208,7 @@ class WineTarget(GuestOps):
         meets a dying host (agent.py). So the next start never does."""
         hosts = self.prefix.driver_hosts(image_name) if image_name and not self.ctx.dry else []
         data = self._ask(["stop", self.service, str(STOP_WAIT_MS)], during="the service stop", timeout=STOP_WAIT_MS / 1000 + 30)
-        code = int(data.get("error", 0))
+        code = _num(self.name, data, "error", 0)
         left = self.prefix.wait_ended(hosts, HOST_EXIT_TIMEOUT) if hosts and code == 0 else []
         return code, data, left
 
@@ -280,7 +293,7 @@ class WineTarget(GuestOps):
         if not device:
             return None
         data = self._ask(["checks", device], during="opening the device")
-        return int(data["open_error"]) if data else None
+        return _num(self.name, data, "open_error", None) if data else None
 
     def check_signature(self, ctx: RunContext, pkg: PackageLike) -> str:
         """Trust the package's test certificate in the prefix, then WinVerifyTrust on the pushed .sys."""
@@ -308,7 +321,7 @@ class WineTarget(GuestOps):
                     )
                 self.prefix.record(trusted=thumb)
         result = self._ask(["verify", remote], during="WinVerifyTrust")
-        code = int(result.get("hresult", -1)) & 0xFFFFFFFF
+        code = _num(self.name, result, "hresult", -1) & 0xFFFFFFFF
         if code != 0:
             meaning = HRESULTS.get(code, "see the WinVerifyTrust documentation")
             raise CheckFailed(
@@ -387,7 +400,7 @@ class WineTarget(GuestOps):
         limit = float(ctx.config.project.expect.load.timeout)
         hosts_before = self.prefix.driver_host_pids()
         try:
-            start = self._ask(["start", self.service], during="the service start", timeout=limit)
+            start = self._ask(["start", self.service], during="the service start", timeout=limit, may_time_out=True)
         except AgentTimeout:
             ended = self.prefix.kill_driver_host(sys_file.name)
             return LoadResult(
@@ -397,7 +410,7 @@ class WineTarget(GuestOps):
                 message=f"DriverEntry did not return within {limit:g} s: sc start was ended, and the driver host winedevice.exe "
                 f"(pid {', '.join(map(str, ended)) or 'not found'}) with it",
             )
-        code = int(start.get("error", 0))
+        code = _num(self.name, start, "error", 0)
         ops.append(ScOp("start", code, _status_text(start)))
         if code != 0:
             # The host Wine started for this failed load is ending now, as after a stop: the next
@@ -510,6 +523,18 @@ class WineTarget(GuestOps):
 
 
 STATE_NAMES = {1: "STOPPED", 2: "START_PENDING", 3: "STOP_PENDING", 4: "RUNNING", 5: "CONTINUE_PENDING", 6: "PAUSE_PENDING", 7: "PAUSED"}
+
+
+def _unreadable(name: str, what: str, data: Any) -> DeployStepFailed:
+    return DeployStepFailed(f"{name}: the Wine agent's {what} is unreadable: {str(data)[:200]}", "rebuild the agent (vm/wine/client)")
+
+
+def _num(name: str, data: dict[str, Any], key: str, default: int | None) -> int:
+    """An integer field of an agent answer (a missing one: `default`); anything else is a failed step."""
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _unreadable(name, key, data)
+    return value
 
 
 def _status_text(data: dict[str, Any]) -> str:
