@@ -94,7 +94,7 @@ def test_a_table_of_checks_becomes_the_agent_request_and_the_script_parameter(pr
         '[[tool.driverpipe.device_check]]\nname = "w"\nop = "write"\ninput = "ff"\nexpect_returned = 1\n',
     )
     checks = devicechecks.from_config(config.load().project)
-    assert devicechecks.agent_fields("\\\\.\\X", checks) == ["checks", "\\\\.\\X", "i,2236416,2,0a0b", "w,0,0,ff"]
+    assert devicechecks.agent_fields("\\\\.\\X", checks) == ["checks", "\\\\.\\X", "i,2236416,2,0a0b,echo", "w,0,0,ff,w"]
     assert json.loads(devicechecks.checks_json(checks)) == [
         {"name": "echo", "op": "ioctl", "code": 0x222000, "input": "0a0b", "output_length": 2},
         {"name": "w", "op": "write", "code": 0, "input": "ff", "output_length": 0},

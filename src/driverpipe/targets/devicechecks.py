@@ -87,8 +87,8 @@ def device_path(project: Any) -> str:
 
 
 def agent_fields(device: str, checks: list[DeviceCheck]) -> list[str]:
-    """The Wine agent's request: `checks <device> <op,code,output_length,input_hex>...`."""
-    return ["checks", device, *(f"{c.op[0]},{c.code},{c.output_length},{c.input}" for c in checks)]
+    """The Wine agent's request: `checks <device> <op,code,output_length,input_hex,name>...` (names are plain: no comma)."""
+    return ["checks", device, *(f"{c.op[0]},{c.code},{c.output_length},{c.input},{c.name}" for c in checks)]
 
 
 def checks_json(checks: list[DeviceCheck]) -> str:

@@ -1,8 +1,8 @@
 //! Device checks: the project's `[[device_check]]` table, run in order on ONE
 //! handle of the device (driverpipe's targets/devicechecks.py sends it and
 //! judges the answer; scripts/guest/Test-DeviceChecks.ps1 does the same on
-//! Windows). A step is `op,code,output_length,input_hex` with op i(octl),
-//! r(ead) or w(rite).
+//! Windows). A step is `op,code,output_length,input_hex,name` with op
+//! i(octl), r(ead) or w(rite); the name (a plain name) is echoed back.
 
 use core::ffi::c_void;
 use core::ptr;
@@ -28,6 +28,7 @@ struct Step<'a> {
     code: u32,
     output_length: usize,
     input_hex: &'a [u16],
+    name: &'a [u16],
 }
 
 fn parse_step(field: &[u16]) -> Option<Step<'_>> {
@@ -36,6 +37,7 @@ fn parse_step(field: &[u16]) -> Option<Step<'_>> {
     let code = crate::parse_u32(parts.next()?)?;
     let output_length = crate::parse_u32(parts.next()?)? as usize;
     let input_hex = parts.next().unwrap_or(&[]);
+    let name = parts.next().unwrap_or(&[]);
     if parts.next().is_some()
         || output_length > IO_CAP
         || input_hex.len() % 2 != 0
@@ -51,6 +53,7 @@ fn parse_step(field: &[u16]) -> Option<Step<'_>> {
         code,
         output_length,
         input_hex,
+        name,
     })
 }
 
@@ -158,7 +161,9 @@ pub fn run(args: &Args, out: &mut Out) -> bool {
         if i > 2 {
             out.raw(",");
         }
-        out.raw("{\"error\":")
+        out.raw("{\"name\":")
+            .str16(step.name)
+            .raw(",\"error\":")
             .u32(error)
             .raw(",\"returned\":")
             .u32(returned)

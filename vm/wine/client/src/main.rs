@@ -520,7 +520,7 @@ const USAGE: &str = "usage: wazabi-wine-client                    (requests on s
                      requests (fields separated by TAB on stdin):\r\n\
                      \x20 query|start <service>   stop|wait_stopped <service> <ms>\r\n\
                      \x20 set_dword <HKLM key> <value> <decimal>   get_string <HKLM key> <value>\r\n\
-                     \x20 checks <device> <op,code,output_length,input_hex>...\r\n\
+                     \x20 checks <device> <op,code,output_length,input_hex,name>...\r\n\
                      \x20 verify <file>                   trust <cert.der>          exit\r\n";
 
 /// Process entry (/ENTRY:wazabi_main): no CRT ran before us, nothing to tear down.
