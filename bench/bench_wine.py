@@ -122,7 +122,8 @@ def main() -> int:
         agent = "C:\\driverpipe\\wazabi-wine-client.exe"
 
         def raw() -> None:
-            for argv in (["sc", "stop", "WazabiEDR"], ["sc", "start", "WazabiEDR"], [agent, "checks", "\\\\.\\WazabiEDR", "i,2236416,64,,ioctl-unhandled", "r,0,16,,read-unhandled"]):
+            checks = [agent, "checks", "\\\\.\\WazabiEDR", "i,2236416,64,,ioctl-unhandled", "r,0,16,,read-unhandled"]
+            for argv in (["sc", "stop", "WazabiEDR"], ["sc", "start", "WazabiEDR"], checks):
                 subprocess.run(["wine", *argv], env=wine_env, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
         started_before = _lines(processes_log)
