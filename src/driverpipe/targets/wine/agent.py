@@ -20,7 +20,10 @@ reports no process id for a driver service, so the host is found from /proc
 (the process that has the image mapped) and the stop returns once it has
 ended: never a retry. A failed start (DriverEntry failed) leaves the same
 window: the winedevice.exe started for it ends right after, so load waits
-for it too (the process that appeared with that start).
+for it too (the process that appeared with that start). And once a host
+answered STOPPED but ran DriverUnload only at its next request: target.py
+sends one (opening the device, said aloud) when the image is still mapped
+2 s after the stop.
 
 A new agent command: a `run()` branch in vm/wine/client/src/main.rs (module of
 its own when it needs Win32 imports), a method here, and a line in the
