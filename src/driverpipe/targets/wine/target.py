@@ -216,7 +216,8 @@ class WineTarget(GuestOps):
             # Seen once in about 400 stops: STOPPED came back, yet the host ran DriverUnload only 10 s
             # later, right when the next request (opening the device) reached it. So a host that still
             # has the image after HOST_WAKE_AFTER gets that request now, said aloud, never silently.
-            state = STATE_NAMES.get(data.get("state"), data.get("state"))
+            raw = data.get("state")
+            state = STATE_NAMES.get(raw, raw) if isinstance(raw, int) else raw
             self.ctx.say(
                 f"note: {self.service} answered the stop ({state}) but its winedevice.exe (pid {', '.join(map(str, left))}) still has "
                 f"{image_name} after {HOST_WAKE_AFTER:g} s; opening {device} once to wake it"
