@@ -35,7 +35,7 @@ def test_without_an_err_line_the_code_is_unknown_not_the_truncated_exit_status()
 @pytest.mark.parametrize("answer", [{"error": "5"}, {"error": True}, {"error": None}, {"error": 1.5}])
 def test_an_agent_answer_with_a_malformed_number_is_a_failed_step(answer: dict[str, object]) -> None:
     from driverpipe.targets.state import DeployStepFailed
-    from driverpipe.targets.wine.target import _num
+    from driverpipe.targets.wine.agent import answer_number as _num
 
     with pytest.raises(DeployStepFailed, match="unreadable"):
         _num("wine", answer, "error", 0)

@@ -44,6 +44,25 @@ from typing import Any
 from ..state import DeployStepFailed
 from .prefix import COMMAND_DEBUG, TRANSIENT, WinePrefix, WineServerGone, _kill
 
+STATE_NAMES = {1: "STOPPED", 2: "START_PENDING", 3: "STOP_PENDING", 4: "RUNNING", 5: "CONTINUE_PENDING", 6: "PAUSE_PENDING", 7: "PAUSED"}
+
+
+def unreadable(name: str, what: str, data: Any) -> DeployStepFailed:
+    return DeployStepFailed(f"{name}: the Wine agent's {what} is unreadable: {str(data)[:200]}", "rebuild the agent (vm/wine/client)")
+
+
+def answer_number(name: str, data: dict[str, Any], key: str, default: int | None) -> int:
+    """An integer field of an agent answer (a missing one: `default`); anything else is a failed step."""
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise unreadable(name, key, data)
+    return value
+
+
+def status_text(data: dict[str, Any]) -> str:
+    """An agent answer as the ScOp output (reports quote it): the call's error and the status fields."""
+    return " ".join(f"{k}={data[k]}" for k in ("op", "error", "state", "win32_exit_code", "pid", "host_exited") if k in data)
+
 
 class AgentTimeout(Exception):
     """The agent did not answer in time (the process group was ended)."""

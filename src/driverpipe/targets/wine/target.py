@@ -45,7 +45,7 @@ from ..state import (
     _sys_file,
 )
 from ..steps import _old_build_in_the_way, _plan_push, step_load, step_push, step_read_state, step_smoke, step_stop_old, step_verify
-from .agent import Agent, AgentTimeout
+from .agent import STATE_NAMES, Agent, AgentTimeout, answer_number, status_text, unreadable
 from .capture import Pump, WineCapture
 from .prefix import Completed, WinePrefix
 
@@ -190,9 +190,7 @@ class WineTarget(GuestOps):
                 exists=True, state=state, state_name=STATE_NAMES.get(state), type=int(data["type"]), win32_exit_code=int(data["win32_exit_code"])
             )
         except (KeyError, TypeError, ValueError):
-            raise DeployStepFailed(
-                f"{self.name}: the Wine agent's service status is unreadable: {str(data)[:200]}", "rebuild the agent (vm/wine/client)"
-            ) from None
+            raise unreadable(self.name, "service status", data) from None
 
     def _query(self) -> ServiceInfo:
         return self._service_info(self._ask(["query", self.service], during="the service query"))
@@ -209,7 +207,7 @@ class WineTarget(GuestOps):
         meets a dying host (agent.py). So the next start never does."""
         hosts = self.prefix.driver_hosts(image_name) if image_name and not self.ctx.dry else []
         data = self._ask(["stop", self.service, str(STOP_WAIT_MS)], during="the service stop", timeout=STOP_WAIT_MS / 1000 + 30)
-        code = _num(self.name, data, "error", 0)
+        code = answer_number(self.name, data, "error", 0)
         left = self.prefix.wait_ended(hosts, HOST_WAKE_AFTER) if hosts and code == 0 else []
         device = devicechecks.device_path(self.ctx.config.project)
         if left and device:
@@ -307,7 +305,7 @@ class WineTarget(GuestOps):
         if not device:
             return None
         data = self._ask(["checks", device], during="opening the device")
-        return _num(self.name, data, "open_error", None) if data else None
+        return answer_number(self.name, data, "open_error", None) if data else None
 
     def check_signature(self, ctx: RunContext, pkg: PackageLike) -> str:
         """Trust the package's test certificate in the prefix, then WinVerifyTrust on the pushed .sys."""
@@ -335,7 +333,7 @@ class WineTarget(GuestOps):
                     )
                 self.prefix.record(trusted=thumb)
         result = self._ask(["verify", remote], during="WinVerifyTrust")
-        code = _num(self.name, result, "hresult", -1) & 0xFFFFFFFF
+        code = answer_number(self.name, result, "hresult", -1) & 0xFFFFFFFF
         if code != 0:
             meaning = HRESULTS.get(code, "see the WinVerifyTrust documentation")
             raise CheckFailed(
@@ -392,7 +390,7 @@ class WineTarget(GuestOps):
         service = state.service if state is not None and not state.synthetic else self._query()
         if service.running or service.state in (2, 3):  # START_PENDING / STOP_PENDING: settle it first
             code, stop, left = self._stop(sys_file.name)
-            ops.append(ScOp("stop", code, _status_text(stop)))
+            ops.append(ScOp("stop", code, status_text(stop)))
             if code not in (0, 1062) or left or self._service_info(stop).state not in (None, 1):
                 host = f"; its driver host winedevice.exe (pid {', '.join(map(str, left))}) still runs {HOST_EXIT_TIMEOUT:g} s later" if left else ""
                 return LoadResult(
@@ -424,8 +422,8 @@ class WineTarget(GuestOps):
                 message=f"DriverEntry did not return within {limit:g} s: sc start was ended, and the driver host winedevice.exe "
                 f"(pid {', '.join(map(str, ended)) or 'not found'}) with it",
             )
-        code = _num(self.name, start, "error", 0)
-        ops.append(ScOp("start", code, _status_text(start)))
+        code = answer_number(self.name, start, "error", 0)
+        ops.append(ScOp("start", code, status_text(start)))
         if code != 0:
             # The host Wine started for this failed load is ending now, as after a stop: the next
             # start must not be handed to it (that was the regress cycle's 1359), so wait for it here.
@@ -534,26 +532,6 @@ class WineTarget(GuestOps):
         svc = state.service
         what = "not installed" if not svc.exists else (svc.state_name or str(svc.state))
         return f"{state.os_caption}, prefix {self.prefix.path}, {self.service} {what}" + (f" ({svc.binary_path})" if svc.binary_path else "")
-
-
-STATE_NAMES = {1: "STOPPED", 2: "START_PENDING", 3: "STOP_PENDING", 4: "RUNNING", 5: "CONTINUE_PENDING", 6: "PAUSE_PENDING", 7: "PAUSED"}
-
-
-def _unreadable(name: str, what: str, data: Any) -> DeployStepFailed:
-    return DeployStepFailed(f"{name}: the Wine agent's {what} is unreadable: {str(data)[:200]}", "rebuild the agent (vm/wine/client)")
-
-
-def _num(name: str, data: dict[str, Any], key: str, default: int | None) -> int:
-    """An integer field of an agent answer (a missing one: `default`); anything else is a failed step."""
-    value = data.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _unreadable(name, key, data)
-    return value
-
-
-def _status_text(data: dict[str, Any]) -> str:
-    """An agent answer as the ScOp output (reports quote it): the call's error and the status fields."""
-    return " ".join(f"{k}={data[k]}" for k in ("op", "error", "state", "win32_exit_code", "pid", "host_exited") if k in data)
 
 
 def _fresh(exe: Path, crate: Path) -> bool:
