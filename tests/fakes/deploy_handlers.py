@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 from typing import Any
 
@@ -153,9 +154,18 @@ def invoke_driver_unload(m: FakeWindows, p: dict[str, Any]) -> dict[str, Any]:
     return {"stop": stop, "final_query": q, "device_open_error": m.device_io(p["DevicePath"])["open_error"], "delete": dele}
 
 
-@handler("Test-DeviceSmoke.ps1")
-def test_device_smoke(m: FakeWindows, p: dict[str, Any]) -> dict[str, Any]:
-    return {"device": p["DevicePath"], **m.device_io(p["DevicePath"])}
+@handler("Test-DeviceChecks.ps1")
+def test_device_checks(m: FakeWindows, p: dict[str, Any]) -> dict[str, Any]:
+    """The script's answer shape; each check sees the fake device's error for its call (a write: the read's)."""
+    checks = json.loads(p["ChecksJson"])
+    io = m.device_io(p["DevicePath"])
+    if io["open_error"]:
+        return {"device": p["DevicePath"], "open_error": io["open_error"], "steps": [], "close_error": 0}
+    steps = []
+    for check in checks:
+        error = io["ioctl_error"] if check["op"] == "ioctl" else io["read_error"]
+        steps.append({"name": check["name"], "error": error, "returned": 0, "output": ""})
+    return {"device": p["DevicePath"], "open_error": 0, "steps": steps, "close_error": io["close_error"]}
 
 
 @handler("Set-FaultStep.ps1")

@@ -543,7 +543,7 @@ class FakeWindows:
         svc.loaded_image_sha256 = hashlib.sha256(self.files[image]).hexdigest()
         return 0, self._status_block(svc, with_pid=True)
 
-    # ---- device I/O (what Test-DeviceSmoke's P/Invoke sees) ---------------------------------------
+    # ---- device I/O (what Test-DeviceChecks' P/Invoke sees) ---------------------------------------
     def device_io(self, path: str) -> dict[str, int]:
         """Win32 errors of CreateFileW / DeviceIoControl / ReadFile / CloseHandle on `path`."""
         if path.lower() not in {d.lower() for d in self.devices}:

@@ -119,6 +119,6 @@ def test_dry_main_job_previews_the_whole_chain_on_linux(project: Path) -> None:
     done = run_invoke(project, "--dry", "build", "sign", "deploy", env=dict(os.environ, XDG_STATE_HOME=str(project.parent / "dry-state")))
     assert done.returncode == 0, done.stderr
     text = done.stdout + done.stderr
-    for step in ("cargo build --release", "would sign", "would write the unsigned catalog", "wine sc start WazabiEDR"):
+    for step in ("cargo build --release", "would sign", "would write the unsigned catalog", "wazabi-wine-client.exe start WazabiEDR"):
         assert step in text, step
     assert not (project / "driver" / "target").exists()

@@ -134,18 +134,37 @@ def test_dry_prints_commands_without_password_and_writes_nothing(env: Path, proj
     assert not (project / "data").exists()
 
 
-def test_run_entry_point_with_rotation(env: Path, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The package step is tested on its own: stand in for its layout functions and a no-op run.
+def _package_step_as_is(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The package step is tested on its own: stand in for its layout functions and a no-op run."""
     fake = types.ModuleType("driverpipe.image.package")
     fake.package_dir = lambda ctx: env  # type: ignore[attr-defined]
     fake.package_name = lambda ctx: NAME  # type: ignore[attr-defined]
     fake.run = lambda ctx: None  # type: ignore[attr-defined]
     monkeypatch.setitem(__import__("sys").modules, "driverpipe.image.package", fake)
+
+
+def test_run_entry_point_with_rotation(env: Path, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _package_step_as_is(env, monkeypatch)
     first = sign.run(_ctx(project)[0], new_cert=False)
+    assert first is not None
     again = sign.run(_ctx(project)[0], new_cert=False)
-    assert again.cert.thumbprint == first.cert.thumbprint and not again.cert.created
+    assert again is None, "an unchanged signed package is not signed again"
+    assert sign.check_signed_package(_ctx(project)[0]).manifest["cert"]["thumbprint_sha1"] == first.cert.thumbprint
     rotated = sign.run(_ctx(project)[0], new_cert=True)
+    assert rotated is not None
     assert rotated.cert.thumbprint != first.cert.thumbprint
     pkg = sign.check_signed_package(_ctx(project)[0])
     assert pkg.manifest["cert"]["thumbprint_sha1"] == rotated.cert.thumbprint
     assert sign.verify_package(_ctx(project)[0], env, NAME, rotated.cert) == []
+
+
+def test_an_unchanged_package_is_not_signed_again_but_a_changed_one_is(env: Path, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _package_step_as_is(env, monkeypatch)
+    assert sign.run(_ctx(project)[0], new_cert=False) is not None
+    signed = (env / f"{NAME}.sys").read_bytes()
+    ctx, out = _ctx(project)
+    assert sign.run(ctx, new_cert=False) is None
+    assert any("unchanged" in line and "nothing to sign" in line for line in out)
+    assert (env / f"{NAME}.sys").read_bytes() == signed, "a no-op sign leaves the signed image alone"
+    (env / f"{NAME}.inf").write_bytes((env / f"{NAME}.inf").read_bytes() + b"\r\n; changed\r\n")
+    assert sign.run(_ctx(project)[0], new_cert=False) is not None, "a changed package file is signed again"

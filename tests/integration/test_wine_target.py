@@ -111,9 +111,13 @@ def test_build_sign_deploy_then_unload_on_the_builtin_wine_target(checkout: Path
     log = (prefix / ".driverpipe" / "dbgprint.log").read_text(encoding="utf-8")
     assert "\t[WazabiEDR] ready (device \\Device\\WazabiEDR, symlink \\DosDevices\\WazabiEDR)" in log
 
+    started = prefix / ".driverpipe" / "processes.log"  # one line per Wine process a task starts
+    before = len(started.read_text(encoding="utf-8").splitlines())
     again = invoke(checkout, "deploy")
     assert again.returncode == 0, again.stderr
     assert "==> push" not in again.stderr and "install WazabiEDR from" not in again.stderr, "an unchanged redeploy copies and installs nothing"
+    new = [line.split("\t")[2] for line in started.read_text(encoding="utf-8").splitlines()[before:]]
+    assert new == ["wazabi-wine-client.exe"], f"an unchanged redeploy starts ONE Wine process (the agent), not {new}"
 
     verify = invoke(checkout, "verify")
     assert verify.returncode == 0 and "load: PASS" in verify.stdout, verify.stdout + verify.stderr
@@ -131,7 +135,7 @@ def test_dry_run_prints_the_wine_commands_and_creates_nothing(checkout: Path, wi
     fresh = wine_state.parent / "fresh-dry-state"  # outside the project (the checkout is tmp_path)
     done = invoke(checkout, "--dry", "build", "sign", "deploy", XDG_STATE_HOME=str(fresh))
     assert done.returncode == 0, done.stderr
-    assert "[dry] wine sc start WazabiEDR" in done.stdout + done.stderr and "setupapi.dll,InstallHinfSection" in done.stdout + done.stderr
+    assert "[dry] wine wazabi-wine-client.exe start WazabiEDR" in done.stdout + done.stderr and "setupapi.dll,InstallHinfSection" in done.stdout + done.stderr
     assert "pfx-Secret-42" not in done.stdout + done.stderr
     assert not fresh.exists() and not (checkout / "driver" / "target").exists()
 

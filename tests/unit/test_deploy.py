@@ -108,7 +108,7 @@ def test_redeploy_unchanged_three_round_trips_one_pool_no_copy_no_reboot(env: di
     assert code == 0
     assert guest.round_trips <= 3 and guest.pools_opened == 1
     assert m.boot_count == boots
-    assert [c[0] for c in guest.calls] == ["Get-GuestState.ps1", "Invoke-DriverLoad.ps1", "Test-DeviceSmoke.ps1"]
+    assert [c[0] for c in guest.calls] == ["Get-GuestState.ps1", "Invoke-DriverLoad.ps1", "Test-DeviceChecks.ps1"]
     assert {k: v for k, v in m.files.items() if "fake-capture" not in k} == {k: v for k, v in files_before.items() if "fake-capture" not in k}
     assert m.services["WazabiEDR"].state == 4
     assert m.sc_log[-6:-1] == [
@@ -334,7 +334,7 @@ def test_dry_prints_the_plan_of_a_first_deploy(env: dict[str, Any], project: Pat
     guest = DryGuest(ctx)
     assert deploy.deploy_to(ctx, guest, env["pkg"], ctx.config.target("vm")) == 0
     assert guest.shown[:2] == ["Get-GuestState.ps1", "Set-GuestPrepared.ps1"]
-    assert "Restart-Guest.ps1" in guest.shown and "Invoke-DriverLoad.ps1" in guest.shown and "Test-DeviceSmoke.ps1" in guest.shown
+    assert "Restart-Guest.ps1" in guest.shown and "Invoke-DriverLoad.ps1" in guest.shown and "Test-DeviceChecks.ps1" in guest.shown
     assert any(s.startswith("push ") for s in guest.shown)
     assert any("deploy plan" in line for line in env["out"])
 
@@ -499,3 +499,16 @@ def test_a_hung_load_or_unload_names_what_it_was_waiting_on(env: dict[str, Any],
         operations.load_driver(env["ctx"], guest, env["pkg"])
     with pytest.raises(GuestTimeout, match=r"waiting on `sc stop WazabiEDR` \(the driver's DriverUnload\) or opening"):
         operations.unload_driver(env["ctx"], guest)
+
+
+def test_a_driver_without_a_device_runs_no_device_check_and_unload_says_so(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    out: list[str] = []
+    env["ctx"] = RunContext(config=load(root=env["ctx"].config.root, flags={"device_path": ""}), echo=out.append, progress=lambda _l: None)
+    m = FakeWindows.prepared(env["thumb"])
+    guest, code = _deploy(env, m)
+    assert code == 0
+    assert "Test-DeviceChecks.ps1" not in [c[0] for c in guest.calls]
+    assert 'vm: device checks: no device declared (device_path = "")' in out
+    monkeypatch.setattr(deploy, "_open_guest", lambda ctx, target: FakeGuest(m))
+    deploy.unload(env["ctx"], target=None, delete=False)
+    assert "vm: WazabiEDR stopped; device gone after unload: not applicable (no device declared)" in out

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .schema import PROJECT, USER, Key, NamedTables, Table
+from .schema import PROJECT, USER, Key, NamedTables, Table, TableList
 
 TOOL_TABLE = "driverpipe"
 ENV_PREFIX = "DRIVERPIPE_"
@@ -130,7 +130,7 @@ class _Validator:
     def table(self, data: Any, schema: Table, prefix: str, extra: Table | None = None) -> dict[str, Any]:
         if not isinstance(data, Mapping):
             raise self.fail(prefix.rstrip(".") or "<root>", f"expected a table, got {type(data).__name__}", "make it a [table]")
-        keys: dict[str, Key | Table | NamedTables] = dict(schema.keys)
+        keys: dict[str, Key | Table | NamedTables | TableList] = dict(schema.keys)
         if extra is not None:
             keys.update(extra.keys)
         out: dict[str, Any] = {}
@@ -146,7 +146,10 @@ class _Validator:
             present = name in data
             value = _plain(data[name]) if present else None
             if isinstance(spec, Table):
-                out[name] = self.table(value if present else {}, spec, dotted + ".")
+                # An optional table's presence means something: absent is None, not a table of defaults.
+                out[name] = None if spec.optional and not present else self.table(value if present else {}, spec, dotted + ".")
+            elif isinstance(spec, TableList):
+                out[name] = self.table_list(value if present else [], spec, dotted)
             elif isinstance(spec, NamedTables):
                 entries = value if present else {}
                 if not isinstance(entries, Mapping):
@@ -185,6 +188,22 @@ class _Validator:
                     raise self.fail(dotted, problem[0], problem[1])
                 out[name] = value
         return out
+
+    def table_list(self, value: Any, spec: TableList, dotted: str) -> list[dict[str, Any]]:
+        """[[dotted]] entries, each checked as spec.entry then by spec.rule; errors name dotted[N].key."""
+        if not isinstance(value, list):
+            raise self.fail(dotted, f"expected an array of tables, got {type(value).__name__}", f"write [[tool.driverpipe.{dotted}]] sections")
+        entries: list[dict[str, Any]] = []
+        for i, entry in enumerate(value):
+            where = f"{dotted}[{i}]"
+            if not isinstance(entry, Mapping):
+                raise self.fail(where, f"expected a table, got {_plain(entry)!r}", f"write [[tool.driverpipe.{dotted}]] sections")
+            entries.append(self.table(entry, spec.entry, where + "."))
+        for i, entry in enumerate(entries):
+            problem = spec.rule(entry, i, entries) if spec.rule else None
+            if problem:
+                raise self.fail(f"{dotted}[{i}].{problem[0]}", problem[1], problem[2])
+        return entries
 
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -249,10 +268,13 @@ def value_problem(value: Any, spec: Key) -> tuple[str, str] | None:
     return None
 
 
-def read_toml(path: Path) -> Any:
-    """Parse a TOML file with tomlkit; a syntax error is one line naming file and position."""
-    import tomlkit
-    import tomlkit.exceptions
+def read_toml(path: Path, *, for_edit: bool = False) -> Any:
+    """Parse a TOML file; a syntax error is one line naming file and position.
+
+    Plain data from the standard library's parser (ten times faster than tomlkit, which every
+    task start paid several times); a tomlkit document, which keeps comments and layout, only
+    `for_edit`. tomlkit also words the syntax errors, so they read as they always did."""
+    import tomllib
 
     try:
         text = path.read_text(encoding="utf-8-sig")  # editors on Windows save a BOM
@@ -264,6 +286,14 @@ def read_toml(path: Path) -> Any:
         raise ConfigError(f"{path}: not UTF-8 text", "save the file as UTF-8") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    if not for_edit:
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError:
+            pass  # tomlkit below: its message (or, where it is more lenient, its data)
+    import tomlkit
+    import tomlkit.exceptions
+
     try:
         return tomlkit.parse(text)
     except tomlkit.exceptions.ParseError as exc:
@@ -518,7 +548,7 @@ def add_named_entry(path: Path, table: str, name: str, values: Mapping[str, Any]
     """
     import tomlkit
 
-    doc = read_toml(path) if path.is_file() else tomlkit.document()
+    doc = read_toml(path, for_edit=True) if path.is_file() else tomlkit.document()
     if table not in doc:
         doc[table] = tomlkit.table(is_super_table=True)
     entries = doc[table]

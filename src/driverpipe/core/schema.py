@@ -7,6 +7,8 @@ README's configuration reference, so they cannot drift apart.
 from __future__ import annotations
 
 import builtins
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,8 +35,19 @@ class Key:
 class Table:
     """A fixed set of keys (and sub-tables)."""
 
-    keys: dict[str, Key | Table | NamedTables]
+    keys: dict[str, Key | Table | NamedTables | TableList]
     doc: str = ""
+    optional: bool = False  # absent -> None (not a table of defaults): its presence means something
+
+
+@dataclass(frozen=True)
+class TableList:
+    """An ordered array of tables ([[a.b]]), each following `entry`; errors name `key[N].sub`."""
+
+    entry: Table
+    doc: str = ""
+    # (entry, index, entries) -> (key, problem, fix) for a rule between keys or entries; None: fine
+    rule: Callable[[dict[str, Any], int, list[dict[str, Any]]], tuple[str, str, str] | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -56,12 +69,71 @@ EXPECT_PHASE = Table(
     "one phase of DbgPrint expectations",
 )
 
+CTL_METHODS = ("buffered", "in_direct", "out_direct", "neither")
+DEVICE_IO_MAX = 65536  # bytes one check sends or reads (the agent's buffers)
+CTL_ACCESS = ("any", "read", "write", "read_write")
+
+# One step of the device checks, run in order on one handle of `device_path` (checks/devicechecks.py
+# adds the rules between keys: `code` xor `ctl_code` for an ioctl, hex strings, a plain unique name).
+DEVICE_CHECK = Table(
+    {
+        "name": Key(str, "", "a plain name for the check (letters, digits, '.', '_', '-'), unique", required=True, name=True),
+        "op": Key(str, "", "what the check does on the open handle", required=True, choices=("ioctl", "read", "write")),
+        "code": Key(int, None, "ioctl: the IOCTL code (or give ctl_code)", low=0, high=0xFFFFFFFF),
+        "ctl_code": Table(
+            {
+                "device_type": Key(int, 0x22, "CTL_CODE DeviceType (0x22: FILE_DEVICE_UNKNOWN)", low=0, high=0xFFFF),
+                "function": Key(int, 0x800, "CTL_CODE Function (0x800 and up: vendor codes)", low=0, high=0xFFF),
+                "method": Key(str, "buffered", "CTL_CODE TransferType", choices=CTL_METHODS),
+                "access": Key(str, "any", "CTL_CODE RequiredAccess", choices=CTL_ACCESS),
+            },
+            "ioctl: the code as CTL_CODE parts (or give code)",
+            optional=True,
+        ),
+        "input": Key(str, "", "hex bytes sent (ioctl input buffer; write data)"),
+        "output_length": Key(int, 0, "bytes of output buffer offered (ioctl) or bytes to read (read), at most 65536", low=0, high=DEVICE_IO_MAX),
+        "expect_error": Key(int, 0, "the Win32 error expected (0: the call succeeds)", low=0, high=0xFFFFFFFF),
+        "expect_output": Key(str, None, "hex bytes expected back, exactly (absent: not checked)"),
+        "expect_returned": Key(int, None, "bytes returned expected (absent: not checked)", low=0, high=0xFFFFFFFF),
+    }
+)
+
+HEX_RE = re.compile(r"(?:[0-9A-Fa-f]{2})*")
+DEVICE_CHECKS_MAX = 64  # the Wine agent's request holds at most this many steps
+
+
+def device_check_problem(check: dict[str, Any], index: int, checks: list[dict[str, Any]]) -> tuple[str, str, str] | None:
+    """The rules between a device check's keys (the types and ranges are the Table's)."""
+    if index >= DEVICE_CHECKS_MAX:
+        return "name", f"more than {DEVICE_CHECKS_MAX} device checks", "split the checks or drop some: one load runs at most 64"
+    if not check["name"]:
+        return "name", "must not be empty", "give the check a plain name"
+    if len(check["input"].replace(" ", "")) > 2 * DEVICE_IO_MAX:
+        return "input", f"more than {DEVICE_IO_MAX} bytes", f"send at most {DEVICE_IO_MAX} bytes per check"
+    if any(other["name"] == check["name"] for other in checks[:index]):
+        return "name", f"{check['name']!r} is used by an earlier check", "give every check its own name"
+    for key in ("input", "expect_output"):
+        value = check[key]
+        if value is not None and not HEX_RE.fullmatch(value.replace(" ", "")):
+            return key, f"{value!r} is not hex bytes", 'write bytes as hex digit pairs, e.g. "0a0b0c0d" (spaces allowed)'
+    if check["op"] == "ioctl":
+        if (check["code"] is None) == (check["ctl_code"] is None):
+            return "code", "an ioctl check needs exactly one of code and ctl_code", "set code = 0x222000 or ctl_code = { device_type = 0x22, function = 0x800 }"
+    else:
+        for key in ("code", "ctl_code"):
+            if check[key] is not None:
+                return key, f"only an ioctl check has {key} (this one is a {check['op']})", f'remove {key} or set op = "ioctl"'
+    if check["op"] == "write" and check["output_length"]:
+        return "output_length", "a write check reads nothing back", "remove output_length (input holds the bytes written)"
+    return None
+
+
 PROJECT = Table(
     {
         "driver_crate": Key(str, "driver", "path of the driver crate (folder holding Cargo.toml), relative to the project"),
         "inx": Key(str, "inf/WazabiEDR_Driver.inx", "the driver's INF template (.inx), relative to the project"),
         "service_name": Key(str, "WazabiEDR", "kernel service name used with sc.exe"),
-        "device_path": Key(str, "\\\\.\\WazabiEDR", "user-mode device path opened by the smoke test"),
+        "device_path": Key(str, "\\\\.\\WazabiEDR", 'user-mode device path the device checks open ("": the driver creates no device)'),
         "log_prefix": Key(str, "[WazabiEDR]", "prefix of the driver's DbgPrint lines"),
         "default_target": Key(str, "", "target used when --target is not given"),
         "artifacts_dir": Key(str, "artifacts", "where logs, reports and dumps are written, relative to the project"),
@@ -104,6 +176,9 @@ PROJECT = Table(
                     (int, float), 900, positive=True, doc="lifetime of the lease on a remote guest, renewed at every step (a dead run's lease expires)"
                 ),
             }
+        ),
+        "device_check": TableList(
+            DEVICE_CHECK, "device checks after a load, in order, on one handle (none declared: open + close only)", rule=device_check_problem
         ),
         "debugview": Table(
             {

@@ -7,12 +7,14 @@ between markers and a test keeps the two identical.
 from __future__ import annotations
 
 from .config import ENV_PREFIX
-from .schema import PROJECT, USER, Key, NamedTables, Table
+from .schema import PROJECT, USER, Key, NamedTables, Table, TableList
 
 
 def _default(key: Key) -> str:
     if key.required:
         return "(required)"
+    if key.default is None:
+        return "(none)"
     value = key.default
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -32,7 +34,10 @@ def _rows(table: Table, prefix: str, env: bool) -> list[str]:
                 env_name = f"`{ENV_PREFIX}{dotted.replace('.', '_').upper()}`"
             rows.append(f"| `{dotted}` | `{_default(spec)}` | {doc} | {env_name} |")
         elif isinstance(spec, Table):
-            rows.extend(_rows(spec, dotted + ".", env))
+            rows.extend(_rows(spec, dotted + ".", env and not spec.optional))
+        elif isinstance(spec, TableList):
+            rows.append(f"| `[[{dotted}]]` | `[]` | {spec.doc} |  |")
+            rows.extend(_rows(spec.entry, f"{dotted}[].", False))
         elif isinstance(spec, NamedTables):
             rows.extend(_rows(spec.entry, f"{dotted}.NAME.", False))
             for kind, extra in spec.by_kind.items():

@@ -25,7 +25,7 @@ from typing import Any
 from ..core.context import RunContext
 from ..core.errors import ConfigError, EnvironmentProblem, PipelineError, StepFailed
 from ..core.files import copy_atomic, sha256_file, write_atomic
-from . import imagecheck, wdk
+from . import imagecheck, inputs, wdk
 from .artifact import (
     CARGO_LOG_NAME,
     BuildResult,
@@ -199,9 +199,20 @@ def _wdm_cargo(ctx: RunContext, info: CrateInfo) -> BuildResult:
         wdm = wdm_crate.derive(info.dir, info.workspace_root, info.driver_type)
     # No --locked: the derived crate's lock starts as the driver's own and drops the replaced wdk crates.
     argv = [a for a in cargo_argv(profile, feats) if a != "--locked"]
-    ctx.step(f"cargo build ({profile}, WDM image via rust-lld{', features ' + ','.join(feats) if feats else ''}) in {wdm}")
-    done = ctx.runner.run(argv, cwd=wdm, check=False, what="cargo build")
     triple = str(ctx.config.project.build.target_triple)
+    # The derived crate (under target/, which the digest skips) follows from the manifests; what it
+    # links against is the driver's tree, its path dependencies and the generated kernel crates.
+    sources = None if ctx.dry else inputs.digest(ctx, [info.workspace_root, info.dir, *wdm_crate.path_dependencies(wdm)], [profile, triple, "wdm", *feats])
+    recorded = inputs.trusted(ctx, sources, model="wdm", feats=feats) if sources else None
+    if recorded is not None:
+        return recorded
+    ctx.step(f"cargo build ({profile}, WDM image via rust-lld{', features ' + ','.join(feats) if feats else ''}) in {wdm}")
+    warm = None if ctx.dry else imagecheck.prewarm()
+    try:
+        done = ctx.runner.run(argv, cwd=wdm, check=False, what="cargo build")
+    finally:
+        if warm is not None:
+            warm.join()
     if done.dry:
         ctx.say(f"[dry] would derive {wdm / 'Cargo.toml'} from {info.manifest}, check the linked image and record it in {manifest_path(ctx)}")
         artifact = wdm / "target" / triple / profile / f"{info.lib_name}.dll"
@@ -221,10 +232,10 @@ def _wdm_cargo(ctx: RunContext, info: CrateInfo) -> BuildResult:
         if done.returncode == 0 and not errors:
             raise StepFailed(f"cargo build succeeded but reported no cdylib named {info.lib_name}", f'[lib] crate-type = ["cdylib"] in {info.manifest}')
         raise classify_failure(text, errors, log=log)
-    unchanged = _unchanged(ctx, outcome.dll, feats, "wdm")
-    if unchanged is not None:
-        return unchanged
-    return _record(ctx, "rust-lld", outcome.dll, outcome.pdb, None, feats, model="wdm")
+    result = _unchanged(ctx, outcome.dll, feats, "wdm") or _record(ctx, "rust-lld", outcome.dll, outcome.pdb, None, feats, model="wdm")
+    if sources:
+        inputs.remember(ctx, sources)
+    return result
 
 
 def _unchanged(ctx: RunContext, dll: Path, feats: list[str], model: str) -> BuildResult | None:

@@ -16,6 +16,7 @@ image's entry is the WDK's FxDriverEntry stub, which is not exported.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +84,22 @@ def pe_checksum(data: bytes) -> int:
         total = (total & 0xFFFF) + (total >> 16)
     total = (total & 0xFFFF) + (total >> 16)
     return (total & 0xFFFF) + len(data)
+
+
+def prewarm() -> threading.Thread:
+    """Import lief on a thread while cargo runs: the check needs it right after, and its import
+    (~0.3 s, in C with the GIL mostly released by the waiting main thread) then costs no wall time.
+    The caller joins it before going on, so no import is left running at exit."""
+
+    def load() -> None:
+        try:
+            import lief  # noqa: F401
+        except ImportError:
+            pass  # read_facts reports it where it is needed
+
+    thread = threading.Thread(target=load, name="lief-import", daemon=True)
+    thread.start()
+    return thread
 
 
 def read_facts(path: Path) -> ImageFacts:

@@ -93,6 +93,24 @@ def _dep(name: str, spec: Any, crate: Path, workspace: tuple[Path, dict[str, Any
     return name, spec
 
 
+def path_dependencies(derived: Path) -> list[Path]:
+    """Every folder the derived crate depends on by path (the generated kernel crates among them);
+    the kernel crates' whole folder when the derived manifest cannot be read (before a first derive)."""
+    import tomllib
+
+    try:
+        data = tomllib.loads((derived / "Cargo.toml").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return [KERNEL]
+    found = {KERNEL}
+    tables = [data.get("dependencies") or {}, *((t or {}).get("dependencies") or {} for t in (data.get("target") or {}).values())]
+    for table in tables:
+        for spec in table.values() if isinstance(table, dict) else ():
+            if isinstance(spec, dict) and isinstance(spec.get("path"), str):
+                found.add(Path(spec["path"]))
+    return sorted(found)
+
+
 def uses_kmdf(crate: Path, lib_path: Path) -> str | None:
     """The first source line that uses KMDF (file:line: text), or None."""
     src = lib_path.parent

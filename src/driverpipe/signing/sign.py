@@ -47,7 +47,7 @@ from ..core.owned import is_plain_file_name, is_sha256, is_text, mapping_of, rea
 from ..core.runner import last_meaningful_line, which
 from ..image import wdk
 from ..image.catalog import pe_authenticode_hash, read_catalog, write_catalog
-from .certs import TestCert, ensure_test_cert, file_base
+from .certs import TestCert, cert_dir, ensure_test_cert, file_base
 
 MANIFEST = "driverpipe-sign.json"
 MANIFEST_SHAPE = table(
@@ -576,5 +576,27 @@ def run(ctx: Any, *, new_cert: bool) -> SignResult | None:
             )
             return None
         raise ConfigError(f"no driver package at {pkg_dir} ({name}.sys missing)", "run `invoke build` first")
+    if not new_cert and not ctx.dry and _signed_unchanged(ctx, pkg_dir, name):
+        ctx.say(f"signed package {pkg_dir} unchanged: every file matches its signing record (same test certificate); nothing to sign")
+        return None
     backend, cert = prepare(ctx, new_cert=new_cert)
     return sign_package(ctx, pkg_dir, name, backend=backend, cert=cert)
+
+
+def _signed_unchanged(ctx: Any, pkg_dir: Path, name: str) -> bool:
+    """`sign` on an unchanged package is a no-op: its files match the record `sign` wrote after verifying
+    them, signed with the test certificate this checkout signs with now, still valid, by the configured backend."""
+    try:
+        signed = check_signed_dir(pkg_dir, name)
+        record = signed.manifest
+        not_after = datetime.fromisoformat(str(record["cert"]["not_after"]))
+        backend = str(ctx.config.project.sign.backend)
+        current = cert_dir(ctx) / f"{file_base(ctx.config.project.sign.cert_subject)}.cer"
+        return (
+            (backend == "auto" or record.get("backend") == backend)
+            and (not_after.tzinfo is None or not_after > datetime.now(UTC))
+            and current.is_file()
+            and current.read_bytes() == signed.cert_path.read_bytes()
+        )
+    except (CheckFailed, OSError, KeyError, TypeError, ValueError):
+        return False

@@ -169,4 +169,6 @@ def _unload_on(ctx: RunContext, section: Any, guest: Any, delete: bool) -> None:
         if not getattr(verdict, "passed", False):
             raise CheckFailed(f"{name}: DbgPrint check failed: {getattr(verdict, 'message', '')}", "the driver's DriverUnload lines did not appear")
     what = "not installed" if result.stop_code == 1060 else ("already stopped" if result.stop_code == 1062 else "stopped")
-    ctx.say(f"{name}: {_service_name(ctx)} {what}; {ctx.config.project.device_path} is gone" + ("; service deleted" if result.deleted else ""))
+    device = str(ctx.config.project.device_path)
+    gone = f"{device} is gone" if device else "device gone after unload: not applicable (no device declared)"
+    ctx.say(f"{name}: {_service_name(ctx)} {what}; {gone}" + ("; service deleted" if result.deleted else ""))

@@ -3,7 +3,7 @@ transport), and the calls every step makes through whatever target it holds
 (`ops_for`): read_guest_state, load_driver, unload_driver, set_fault_step.
 
 Round trips for an unchanged package on a prepared guest: (1) Get-GuestState.ps1,
-(2) one batch = capture start + Invoke-DriverLoad.ps1 + Test-DeviceSmoke.ps1,
+(2) one batch = capture start + Invoke-DriverLoad.ps1 + Test-DeviceChecks.ps1,
 (3) the capture's log read. Everything Windows-side was only exercised against
 tests/fakes (a fake guest keeping Windows' rules), never on a real guest.
 
@@ -27,6 +27,7 @@ from ..parse.text import native_text
 from ..parse.winparse import diagnose_sc_error, parse_sc_output, sc_code
 from ..transports.base import GuestScriptError
 from ..transports.errors import GuestTimeout
+from . import devicechecks
 from .guestops import GuestOps
 from .reboot import is_connection_error
 from .state import (
@@ -36,7 +37,6 @@ from .state import (
     PackageLike,
     ScOp,
     ServiceInfo,
-    SmokeResult,
     UnloadResult,
     _dry_state,
     _failed_line,
@@ -151,14 +151,15 @@ def load_driver(
 
 @answer_of("Invoke-DriverLoad.ps1")
 def _ps_load_driver(ctx: RunContext, guest: Any, pkg: PackageLike, capture: Any, guest_dir: str, smoke: bool, state: GuestState | None) -> LoadResult:
-    """ONE batch: capture start items + Invoke-DriverLoad.ps1 (+ Test-DeviceSmoke.ps1). Does not raise on
+    """ONE batch: capture start items + Invoke-DriverLoad.ps1 (+ Test-DeviceChecks.ps1). Does not raise on
     sc.exe failures: the result carries the code and a diagnosis. For sc 31 it also reads the capture
     to quote the driver's `<step> failed` line."""
     svc = _service_name(ctx)
     sys_file = _sys_file(pkg)
     binpath = _join(guest_dir, sys_file.name)
-    device = str(ctx.config.project.device_path)
-    want_smoke = smoke
+    device = devicechecks.device_path(ctx.config.project)
+    checks = devicechecks.from_config(ctx.config.project)
+    want_smoke = smoke and bool(device)  # a driver without a device: no checks (the step says so)
     capture_items: list[tuple[str, dict[str, Any]]] = []
     if capture is not None:
         ensure = getattr(capture, "ensure_items", None)  # install DebugView when missing (real Capture)
@@ -171,7 +172,7 @@ def _ps_load_driver(ctx: RunContext, guest: Any, pkg: PackageLike, capture: Any,
         load_params["ExpectedSha256"] = digest
     items.append(("Invoke-DriverLoad.ps1", load_params))
     if want_smoke:
-        items.append(("Test-DeviceSmoke.ps1", {"DevicePath": device}))
+        items.append(("Test-DeviceChecks.ps1", {"DevicePath": device, "ChecksJson": devicechecks.checks_json(checks)}))
     timeout = float(ctx.config.project.deploy.script_timeout)
     capture_error = ""
     waits = f"`sc start {svc}` (the driver's DriverEntry)" + (f" or the smoke test's calls on {device}" if want_smoke else "")
@@ -195,8 +196,7 @@ def _ps_load_driver(ctx: RunContext, guest: Any, pkg: PackageLike, capture: Any,
     ops = [ScOp(str(o.get("op")), int(o.get("rc") or 0), native_text(o)) for o in (load.get("ops") or [])]
     result = LoadResult(ok=bool(load.get("ok")), start_code=None, ops=ops, error=str(load.get("error") or ""), capture_error=capture_error)
     if want_smoke and len(results) > n_capture + 1 and isinstance(results[n_capture + 1], dict):
-        s = results[n_capture + 1]
-        result.smoke = SmokeResult(*(int(s.get(k, -1)) for k in ("open_error", "ioctl_error", "read_error", "close_error")))
+        result.smoke = devicechecks.parse_result(results[n_capture + 1], checks, source="Test-DeviceChecks.ps1")
     context = {
         "service": svc,
         "binpath": binpath,
@@ -265,8 +265,8 @@ def unload_driver(ctx: RunContext, guest: Any, delete: bool = False) -> UnloadRe
 @answer_of("Invoke-DriverUnload.ps1")
 def _ps_unload_driver(ctx: RunContext, guest: Any, delete: bool = False) -> UnloadResult:
     svc = _service_name(ctx)
-    device = str(ctx.config.project.device_path)
-    with _naming_the_wait(f"`sc stop {svc}` (the driver's DriverUnload) or opening {device}"):
+    device = devicechecks.device_path(ctx.config.project)
+    with _naming_the_wait(f"`sc stop {svc}` (the driver's DriverUnload)" + (f" or opening {device}" if device else "")):
         raw = _object(
             "Invoke-DriverUnload.ps1",
             guest.run_script(
@@ -285,7 +285,8 @@ def _ps_unload_driver(ctx: RunContext, guest: Any, delete: bool = False) -> Unlo
     stopped = not_installed or final_parsed.state == 1 or stop_code == 1062
     open_error = raw.get("device_open_error")
     open_error = None if open_error is None else int(open_error)
-    gone = open_error in (ERROR_FILE_NOT_FOUND, 3)  # 3: ERROR_PATH_NOT_FOUND, same meaning for a device path
+    # 3: ERROR_PATH_NOT_FOUND, same meaning for a device path. No device declared: not applicable.
+    gone = not device or open_error in (ERROR_FILE_NOT_FOUND, 3)
     result = UnloadResult(stopped=stopped, stop_code=stop_code, device_gone=gone, device_open_error=open_error)
     if delete and isinstance(raw.get("delete"), dict):
         d = raw["delete"]

@@ -157,35 +157,13 @@ class ScOp:
 
 
 @dataclass
-class SmokeResult:
-    open_error: int
-    ioctl_error: int
-    read_error: int
-    close_error: int
-
-    @property
-    def ok(self) -> bool:
-        return self.open_error == 0 and self.close_error == 0 and self.ioctl_error == ERROR_INVALID_FUNCTION and self.read_error == ERROR_INVALID_FUNCTION
-
-    def describe(self, device: str) -> str:
-        if self.open_error != 0:
-            return f"CreateFileW({device}) failed with Win32 error {self.open_error}" + (
-                " (ERROR_FILE_NOT_FOUND: no symbolic link, the driver did not create its device)" if self.open_error == 2 else ""
-            )
-        parts = [f"CreateFileW ok, DeviceIoControl -> {self.ioctl_error}, ReadFile -> {self.read_error}, CloseHandle -> {self.close_error}"]
-        if not self.ok:
-            parts.append(f"(expected {ERROR_INVALID_FUNCTION} = ERROR_INVALID_FUNCTION for both, and a clean close)")
-        return " ".join(parts)
-
-
-@dataclass
 class LoadResult:
     ok: bool  # sc start succeeded
     start_code: int | None  # Win32 code of sc start (None: start not reached)
     ops: list[ScOp] = field(default_factory=list)
     message: str = ""  # diagnosis when not ok
     error: str = ""  # script-level refusal: hash_mismatch / image_missing / stop_timeout
-    smoke: SmokeResult | None = None
+    smoke: Any = None  # devicechecks.DeviceCheckResult: the device checks after the start (None: not run)
     verdict: Any = None  # driverpipe.verify Verdict when fetched here (sc 31)
     failed_line: str = ""  # the driver's `<step> failed` DbgPrint line, when captured
     driver_loaded: bool = False

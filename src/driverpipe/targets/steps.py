@@ -205,10 +205,18 @@ def step_load(d: Deployment) -> None:
 
 
 def step_smoke(d: Deployment) -> None:
+    """The declared device checks (targets/devicechecks.py): one line per check, then the summary."""
     r = d.load
-    if r is None or r.dry or r.smoke is None:
-        return
     device = str(d.ctx.config.project.device_path)
+    if r is None or r.dry:
+        return
+    if not device:
+        d.ctx.say(f'{d.name}: device checks: no device declared (device_path = "")')
+        return
+    if r.smoke is None:
+        return
+    for line in r.smoke.lines:
+        d.ctx.say(f"{d.name}: {line}")
     if not r.smoke.ok:
         raise CheckFailed(f"{d.name}: smoke test: {r.smoke.describe(device)}", "see the driver's DbgPrint lines: `invoke logs`")
     d.ctx.say(f"{d.name}: smoke test ok: {r.smoke.describe(device)}")
@@ -285,10 +293,10 @@ PLAN: list[Step] = [
     ),
     Step(
         "load",
-        "one batch: start capture, stop old + sc create/config + sc start (Invoke-DriverLoad.ps1), smoke test",
+        "one batch: start capture, stop old + sc create/config + sc start (Invoke-DriverLoad.ps1), device checks",
         step_load,
         if_interrupted="driver state unknown: the load may have completed",
     ),
-    Step("smoke", "CreateFileW on the device must work; DeviceIoControl/ReadFile -> ERROR_INVALID_FUNCTION", step_smoke),
+    Step("smoke", "the declared device checks on one handle of the device (device_check in the project config)", step_smoke),
     Step("verify", "read the DbgPrint capture and check the `load` expectations", step_verify, when=lambda d: d.verify),
 ]

@@ -1,9 +1,10 @@
 # Stop the driver service, wait for STOPPED, check the device path is gone
-# (CreateFileW must fail with ERROR_FILE_NOT_FOUND), optionally sc delete.
+# (CreateFileW must fail with ERROR_FILE_NOT_FOUND; an empty DevicePath: the
+# driver declares no device, nothing to probe), optionally sc delete.
 [CmdletBinding()]
 param(
     [Parameter(Mandatory)][string]$ServiceName,
-    [Parameter(Mandatory)][string]$DevicePath,
+    [Parameter(Mandatory)][AllowEmptyString()][string]$DevicePath,
     [bool]$Delete = $false,
     [int]$TimeoutSeconds = 30
 )
@@ -42,7 +43,8 @@ if (($stop.rc -eq 0) -or ($stop.rc -eq 1061)) {
     $q = Wait-ServiceStopped $ServiceName $TimeoutSeconds
     $state = Get-StateNumber $q.output
 }
-$openError = [DriverpipeDeviceProbe]::OpenError($DevicePath)
+$openError = $null
+if ($DevicePath) { $openError = [DriverpipeDeviceProbe]::OpenError($DevicePath) }
 $del = $null
 if ($Delete) { $del = Invoke-Native 'sc.exe' @('delete', $ServiceName) }
 

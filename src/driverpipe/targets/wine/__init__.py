@@ -5,8 +5,11 @@
   service manager started with the capture environment), ended by pid;
 - capture.py: Wine's debug channel -> a DebugView-shaped log with timestamps,
   read by the same expectations as a Windows guest's capture;
+- agent.py: the target's agent (vm/wine/client), one Windows process per task
+  answering requests over stdin/stdout: SCM query/stop/start, registry values,
+  device checks, certificate trust, WinVerifyTrust;
 - target.py: the guest operations (state, push, install from the INF, load,
-  unload, smoke, fault step, signature check) and the deploy plan on Wine;
+  unload, device checks, fault step, signature check) and the deploy plan on Wine;
 - host.py: the prefix as a VM host for `invoke vm.*` and `invoke regress`.
 
 What a Wine pass proves, and what it does not, is in the README ("Verified

@@ -153,12 +153,29 @@ class WinePrefix:
         return found
 
     def version(self) -> str:
+        """`wine --version`, run once per installed wine binary (kept beside the prefix, keyed by its path, size and mtime)."""
         if not self._version:
+            tool = self._tool(self.wine)
             try:
-                done = subprocess.run([self._tool(self.wine), "--version"], capture_output=True, text=True, timeout=60, check=False)
+                st = Path(tool).stat()
+                key = f"{tool}:{st.st_size}:{st.st_mtime_ns}"
+            except OSError:
+                key = ""
+            cache = self.state_dir / "wine-version.json"
+            try:
+                known = json.loads(cache.read_text(encoding="utf-8"))
+                if key and known.get("key") == key:
+                    self._version = str(known["version"])
+                    return self._version
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                pass
+            try:
+                done = subprocess.run([tool, "--version"], capture_output=True, text=True, timeout=60, check=False)
             except subprocess.TimeoutExpired:
                 raise EnvironmentProblem(f"`{self.wine} --version` did not answer in 60 s", INSTALL_HINT) from None
             self._version = done.stdout.strip() or "unknown"
+            if key and done.returncode == 0 and self.state_dir.is_dir():
+                write_atomic(cache, json.dumps({"key": key, "version": self._version}).encode())
         return self._version
 
     def env(self, debug: str = QUIET) -> dict[str, str]:
@@ -541,25 +558,44 @@ class WinePrefix:
             return -1
 
     @staticmethod
-    def _wait_for(fn: Any, timeout: float) -> Any:
+    def _wait_for(fn: Any, timeout: float, step: float = 0.02) -> Any:
         deadline = time.monotonic() + timeout
         while True:
             value = fn()
             if value or time.monotonic() >= deadline:
                 return value
-            time.sleep(0.02)
+            time.sleep(step)
 
-    def kill_driver_host(self, image_name: str) -> list[int]:
-        """End the winedevice.exe that mapped `image_name` (a driver that hangs in DriverEntry); its pids."""
-        ended = []
+    def driver_hosts(self, image_name: str) -> list[int]:
+        """The live processes (winedevice.exe) that have `image_name` mapped: the driver's host."""
+        hosts = []
         for pid in self.processes():
             try:
                 maps = Path(f"/proc/{pid}/maps").read_text(errors="replace")
             except OSError:
                 continue
             if image_name.lower() in maps.lower():
-                _kill(pid, signal.SIGKILL)
-                ended.append(pid)
+                hosts.append(pid)
+        return hosts
+
+    def driver_host_pids(self) -> set[int]:
+        """Every live winedevice.exe of this prefix (Wine's own driver hosts included)."""
+        return {pid for pid, cmd in self.processes().items() if "winedevice" in cmd.lower()}
+
+    def wait_ended(self, pids: list[int], timeout: float) -> list[int]:
+        """Wait for these processes to end (exited, or a zombie); the ones still alive after `timeout`."""
+
+        def alive() -> list[int]:
+            return [pid for pid in pids if _alive(pid)]
+
+        self._wait_for(lambda: not alive(), timeout, step=0.005)  # usually ends within a few ms
+        return alive()
+
+    def kill_driver_host(self, image_name: str) -> list[int]:
+        """End the winedevice.exe that mapped `image_name` (a driver that hangs in DriverEntry); its pids."""
+        ended = self.driver_hosts(image_name)
+        for pid in ended:
+            _kill(pid, signal.SIGKILL)
         return ended
 
     # ------------------------------------------------------------------ commands
@@ -571,9 +607,19 @@ class WinePrefix:
                 return done
         return done
 
+    def note_process(self, argv: list[str], during: str) -> None:
+        """One line per Wine process a task starts (processes.log): what a test and the bench count."""
+        line = f"{time.time():.3f}\t{os.getpid()}\t{PureWindowsPath(argv[1]).name if len(argv) > 1 else argv[0]}\t{during}\n"
+        try:
+            with (self.state_dir / "processes.log").open("a", encoding="utf-8") as fh:
+                fh.write(line)
+        except OSError:
+            pass  # a count for tests and the bench, never a reason to fail a step
+
     def _run_once(self, args: list[str], *, during: str, timeout: float, debug: str) -> Completed:
         self.check_alive(during)
         argv = [self._tool(self.wine), *args]
+        self.note_process(argv, during)
         start = time.monotonic()
         # Files, not pipes: a program may leave a Wine process behind holding them
         # (rundll32 starts explorer.exe /desktop), and a pipe would never reach EOF.
@@ -597,6 +643,14 @@ class WinePrefix:
             seconds=time.monotonic() - start,
             timed_out=timed_out,
         )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return not stat[stat.rfind(")") + 2 :].startswith("Z")
 
 
 def _kill(pid: int, sig: int) -> None:

@@ -1,13 +1,18 @@
-//! wazabi-wine-client: the user-mode side of the Wine (and VM) smoke tests.
+//! wazabi-wine-client: the Wine target's agent (and the user-mode side of
+//! the device checks).
 //!
 //! ```text
-//! wazabi-wine-client smoke <device path> [--ioctl <decimal>]
-//! wazabi-wine-client verify <file>
-//! wazabi-wine-client trust <cert.der>
+//! wazabi-wine-client                      requests on stdin, one per line
+//! wazabi-wine-client <request fields>     one request, then exit
 //! ```
 //!
-//! Prints exactly one JSON line on stdout. Exit code 0 when the command ran
-//! (whatever it found), 2 on bad usage (usage text on stderr).
+//! A request is a command and its fields (TAB-separated on stdin): service
+//! `query`/`stop`/`start`/`wait_stopped` through the SCM API (scm.rs),
+//! `set_dword`/`get_string` in HKLM, the device `checks` (checks.rs),
+//! `verify` (WinVerifyTrust) and `trust` (the test certificate). Each answer
+//! is one JSON line on stdout. The numbers are the ones sc.exe prints: the
+//! Win32 error of the failing call and the SERVICE_STATUS fields. Exit code
+//! 0; 2 on bad usage of the one-request form (usage text on stderr).
 //!
 //! `no_std` + `no_main` with raw-dylib imports: the binary needs no CRT, no
 //! import library and no crate, and links on Linux with rust-lld. The process
@@ -21,16 +26,19 @@ use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::ptr;
 
+mod checks;
+mod scm;
+
 // ----------------------------------------------------------------------------- imports
 
-type Handle = *mut c_void;
+pub(crate) type Handle = *mut c_void;
 type Bool = i32;
 
-const INVALID_HANDLE_VALUE: Handle = -1isize as Handle;
+pub(crate) const INVALID_HANDLE_VALUE: Handle = -1isize as Handle;
+const STD_INPUT_HANDLE: u32 = -10i32 as u32;
 const STD_OUTPUT_HANDLE: u32 = -11i32 as u32;
 const STD_ERROR_HANDLE: u32 = -12i32 as u32;
 const GENERIC_READ: u32 = 0x8000_0000;
-const GENERIC_WRITE: u32 = 0x4000_0000;
 const FILE_SHARE_READ: u32 = 0x1;
 const OPEN_EXISTING: u32 = 3;
 const FILE_ATTRIBUTE_NORMAL: u32 = 0x80;
@@ -39,9 +47,21 @@ const FILE_ATTRIBUTE_NORMAL: u32 = 0x80;
 unsafe extern "system" {
     fn GetCommandLineW() -> *const u16;
     fn GetStdHandle(which: u32) -> Handle;
-    fn WriteFile(h: Handle, buf: *const u8, len: u32, written: *mut u32, ovl: *mut c_void) -> Bool;
-    fn ReadFile(h: Handle, buf: *mut u8, len: u32, read: *mut u32, ovl: *mut c_void) -> Bool;
-    fn CreateFileW(
+    pub(crate) fn WriteFile(
+        h: Handle,
+        buf: *const u8,
+        len: u32,
+        written: *mut u32,
+        ovl: *mut c_void,
+    ) -> Bool;
+    pub(crate) fn ReadFile(
+        h: Handle,
+        buf: *mut u8,
+        len: u32,
+        read: *mut u32,
+        ovl: *mut c_void,
+    ) -> Bool;
+    pub(crate) fn CreateFileW(
         name: *const u16,
         access: u32,
         share: u32,
@@ -51,7 +71,7 @@ unsafe extern "system" {
         template: Handle,
     ) -> Handle;
     fn GetFileSizeEx(h: Handle, size: *mut i64) -> Bool;
-    fn DeviceIoControl(
+    pub(crate) fn DeviceIoControl(
         h: Handle,
         code: u32,
         input: *mut c_void,
@@ -61,8 +81,8 @@ unsafe extern "system" {
         returned: *mut u32,
         ovl: *mut c_void,
     ) -> Bool;
-    fn CloseHandle(h: Handle) -> Bool;
-    fn GetLastError() -> u32;
+    pub(crate) fn CloseHandle(h: Handle) -> Bool;
+    pub(crate) fn GetLastError() -> u32;
     fn ExitProcess(code: u32) -> !;
 }
 
@@ -169,7 +189,7 @@ unsafe extern "C" {
 
 /// A static buffer the (single) thread borrows mutably once: `static mut`
 /// references are denied in edition 2024, so it goes through UnsafeCell.
-struct Static<T>(UnsafeCell<T>);
+pub(crate) struct Static<T>(pub(crate) UnsafeCell<T>);
 // SAFETY: the process has one thread; each Static is borrowed once, in main.
 unsafe impl<T> Sync for Static<T> {}
 
@@ -204,16 +224,18 @@ fn panic(_: &core::panic::PanicInfo) -> ! {
 
 // ----------------------------------------------------------------------------- command line
 
-const MAX_ARGS: usize = 8;
-const CMDLINE_CAP: usize = 32_768 + MAX_ARGS; // the Windows limit, plus NULs
+/// A command, a device and up to 64 check steps.
+const MAX_ARGS: usize = 72;
+/// A request line (LINE_CAP bytes give at most LINE_CAP UTF-16 units), plus NULs.
+const CMDLINE_CAP: usize = LINE_CAP + MAX_ARGS;
 
 /// The arguments after argv[0], each NUL-terminated inside `buf` (so they can
 /// be handed to Win32 as-is).
-struct Args {
+pub(crate) struct Args {
     buf: [u16; CMDLINE_CAP],
     start: [usize; MAX_ARGS],
     len: [usize; MAX_ARGS],
-    count: usize,
+    pub(crate) count: usize,
 }
 
 static ARGS: Static<Args> = Static(UnsafeCell::new(Args {
@@ -225,7 +247,7 @@ static ARGS: Static<Args> = Static(UnsafeCell::new(Args {
 
 impl Args {
     /// The argument without its NUL.
-    fn get(&self, i: usize) -> Option<&[u16]> {
+    pub(crate) fn get(&self, i: usize) -> Option<&[u16]> {
         if i >= self.count {
             return None;
         }
@@ -233,7 +255,7 @@ impl Args {
     }
 
     /// The argument as a NUL-terminated pointer.
-    fn ptr(&self, i: usize) -> *const u16 {
+    pub(crate) fn ptr(&self, i: usize) -> *const u16 {
         self.buf[self.start[i]..].as_ptr()
     }
 
@@ -317,6 +339,28 @@ impl Args {
         }
     }
 
+    /// Splits a UTF-8 request line at TABs into NUL-terminated UTF-16
+    /// arguments. False: not UTF-8, or more than MAX_ARGS fields.
+    fn split_tabs(&mut self, line: &[u8]) -> bool {
+        let Ok(text) = core::str::from_utf8(line) else {
+            return false;
+        };
+        let mut out = 0;
+        for field in text.split('\t') {
+            if self.count == MAX_ARGS {
+                return false;
+            }
+            self.start[self.count] = out;
+            for unit in field.encode_utf16() {
+                self.push(&mut out, unit);
+            }
+            self.len[self.count] = out - self.start[self.count];
+            self.push(&mut out, 0);
+            self.count += 1;
+        }
+        !(self.count == 1 && self.len[0] == 0)
+    }
+
     fn push(&mut self, out: &mut usize, c: u16) {
         if let Some(slot) = self.buf.get_mut(*out) {
             *slot = c;
@@ -334,7 +378,7 @@ fn eq(arg: Option<&[u16]>, ascii: &str) -> bool {
     }
 }
 
-fn parse_u32(arg: &[u16]) -> Option<u32> {
+pub(crate) fn parse_u32(arg: &[u16]) -> Option<u32> {
     if arg.is_empty() {
         return None;
     }
@@ -348,10 +392,11 @@ fn parse_u32(arg: &[u16]) -> Option<u32> {
 
 // ----------------------------------------------------------------------------- JSON output
 
-/// Worst case: a 32K-unit path where every unit becomes `\u00XX` (6 bytes).
-const OUT_CAP: usize = 6 * 32_768 + 1024;
+/// Worst case: 64 check steps each giving back 64 KiB as hex, or a 32K-unit
+/// path where every unit becomes `\u00XX` (6 bytes).
+const OUT_CAP: usize = 64 * 2 * checks::IO_CAP + 1024;
 
-struct Out {
+pub(crate) struct Out {
     buf: [u8; OUT_CAP],
     len: usize,
 }
@@ -362,7 +407,7 @@ static OUT: Static<Out> = Static(UnsafeCell::new(Out {
 }));
 
 impl Out {
-    fn byte(&mut self, b: u8) -> &mut Self {
+    pub(crate) fn byte(&mut self, b: u8) -> &mut Self {
         if let Some(slot) = self.buf.get_mut(self.len) {
             *slot = b;
             self.len += 1;
@@ -370,14 +415,14 @@ impl Out {
         self
     }
 
-    fn raw(&mut self, s: &str) -> &mut Self {
+    pub(crate) fn raw(&mut self, s: &str) -> &mut Self {
         for b in s.bytes() {
             self.byte(b);
         }
         self
     }
 
-    fn u32(&mut self, mut v: u32) -> &mut Self {
+    pub(crate) fn u32(&mut self, mut v: u32) -> &mut Self {
         let mut digits = [0u8; 10];
         let mut n = 0;
         loop {
@@ -402,10 +447,6 @@ impl Out {
         self.u32(v.unsigned_abs())
     }
 
-    fn bool(&mut self, v: bool) -> &mut Self {
-        self.raw(if v { "true" } else { "false" })
-    }
-
     fn hex8(&mut self, v: u32) -> &mut Self {
         self.raw("\"0x");
         for shift in (0..8).rev() {
@@ -417,7 +458,7 @@ impl Out {
     /// A UTF-16 string as a JSON string: UTF-8, `"` `\` and control
     /// characters escaped, a lone surrogate replaced by U+FFFD (JSON text must
     /// be valid Unicode; Windows paths need not be).
-    fn str16(&mut self, s: &[u16]) -> &mut Self {
+    pub(crate) fn str16(&mut self, s: &[u16]) -> &mut Self {
         self.byte(b'"');
         for c in char::decode_utf16(s.iter().copied()) {
             let c = c.unwrap_or(char::REPLACEMENT_CHARACTER);
@@ -474,21 +515,22 @@ fn write_all(which: u32, mut bytes: &[u8]) {
 
 // ----------------------------------------------------------------------------- entry
 
-const USAGE: &str = "usage: wazabi-wine-client smoke <device path> [--ioctl <decimal>]\r\n\
-                     \x20      wazabi-wine-client verify <file>\r\n\
-                     \x20      wazabi-wine-client trust <cert.der>\r\n";
-
-/// CTL_CODE(FILE_DEVICE_UNKNOWN, 0x800, METHOD_BUFFERED, FILE_ANY_ACCESS).
-const DEFAULT_IOCTL: u32 = (0x22 << 16) | (0x800 << 2);
+const USAGE: &str = "usage: wazabi-wine-client                    (requests on stdin, one per line)\r\n\
+                     \x20      wazabi-wine-client <request fields>   (one request)\r\n\
+                     requests (fields separated by TAB on stdin):\r\n\
+                     \x20 query|start <service>   stop|wait_stopped <service> <ms>\r\n\
+                     \x20 set_dword <HKLM key> <value> <decimal>   get_string <HKLM key> <value>\r\n\
+                     \x20 checks <device> <op,code,output_length,input_hex,name>...\r\n\
+                     \x20 verify <file>                   trust <cert.der>          exit\r\n";
 
 /// Process entry (/ENTRY:wazabi_main): no CRT ran before us, nothing to tear down.
 #[unsafe(no_mangle)]
 pub extern "system" fn wazabi_main() -> ! {
-    // SAFETY: the first and only borrows of ARGS and OUT, on the only thread.
-    let (args, out) = unsafe { (&mut *ARGS.0.get(), &mut *OUT.0.get()) };
+    // SAFETY: the first and only borrows of ARGS, OUT and LINE, on the only thread.
+    let (args, out, line) = unsafe { (&mut *ARGS.0.get(), &mut *OUT.0.get(), &mut *LINE.0.get()) };
     // SAFETY: GetCommandLineW returns a NUL-terminated string that lives as
     // long as the process; we read up to its NUL, capped at the Windows limit.
-    let line = unsafe {
+    let cmdline = unsafe {
         let p = GetCommandLineW();
         let mut n = 0;
         while !p.is_null() && n < 32_767 && *p.add(n) != 0 {
@@ -500,127 +542,163 @@ pub extern "system" fn wazabi_main() -> ! {
             core::slice::from_raw_parts(p, n)
         }
     };
-    let code = if args.parse(line) { run(args, out) } else { 2 };
-    if code == 2 {
-        write_all(STD_ERROR_HANDLE, USAGE.as_bytes());
+    if !args.parse(cmdline) {
+        usage_exit();
+    }
+    if args.count > 0 {
+        // One request from the command line: its answer, then exit.
+        if !run(args, out) {
+            usage_exit();
+        }
+        // SAFETY: ExitProcess has no preconditions.
+        unsafe { ExitProcess(0) }
+    }
+    // The agent: one answer line per request line until `exit` or the end of stdin.
+    // A bad request is answered with {"error":"usage"} and the loop goes on.
+    while let Some(request) = line.next() {
+        args.count = 0;
+        out.len = 0;
+        if !args.split_tabs(request) {
+            out.raw("{\"error\":\"usage\"}").emit();
+            continue;
+        }
+        if eq(args.get(0), "exit") {
+            break;
+        }
+        if !run(args, out) {
+            out.len = 0;
+            out.raw("{\"error\":\"usage\"}").emit();
+        }
     }
     // SAFETY: ExitProcess has no preconditions.
-    unsafe { ExitProcess(code) }
+    unsafe { ExitProcess(0) }
 }
 
-/// Dispatches the command; 0 = ran (result on stdout), 2 = bad usage.
-fn run(args: &Args, out: &mut Out) -> u32 {
+fn usage_exit() -> ! {
+    write_all(STD_ERROR_HANDLE, USAGE.as_bytes());
+    // SAFETY: ExitProcess has no preconditions.
+    unsafe { ExitProcess(2) }
+}
+
+/// Runs one request and writes its answer line; false = bad usage (nothing written).
+fn run(args: &Args, out: &mut Out) -> bool {
     let cmd = args.get(0);
-    if eq(cmd, "smoke") {
-        let mut path = None;
-        let mut ioctl = DEFAULT_IOCTL;
-        let mut i = 1;
-        while i < args.count {
-            if eq(args.get(i), "--ioctl") {
-                match args.get(i + 1).and_then(parse_u32) {
-                    Some(v) => ioctl = v,
-                    None => return 2,
-                }
-                i += 2;
-            } else if path.is_none() {
-                path = Some(i);
-                i += 1;
-            } else {
-                return 2;
-            }
+    let n = args.count;
+    let service_op = if eq(cmd, "query") && n == 2 {
+        Some(scm::Op::Query)
+    } else if eq(cmd, "stop") && n == 3 {
+        match args.get(2).and_then(parse_u32) {
+            Some(ms) => Some(scm::Op::Stop(ms)),
+            None => return false,
         }
-        let Some(path) = path else { return 2 };
-        smoke(args.ptr(path), ioctl, out);
-    } else if eq(cmd, "verify") && args.count == 2 {
+    } else if eq(cmd, "start") && n == 2 {
+        Some(scm::Op::Start)
+    } else if eq(cmd, "wait_stopped") && n == 3 {
+        match args.get(2).and_then(parse_u32) {
+            Some(ms) => Some(scm::Op::WaitStopped(ms)),
+            None => return false,
+        }
+    } else {
+        None
+    };
+    if let Some(op) = service_op {
+        scm::service(op, args.ptr(1), out);
+    } else if eq(cmd, "set_dword") && n == 4 {
+        let Some(value) = args.get(3).and_then(parse_u32) else {
+            return false;
+        };
+        scm::set_dword(args.ptr(1), args.ptr(2), value, out);
+    } else if eq(cmd, "get_string") && n == 3 {
+        // SAFETY: the only borrow of VALUE, on the only thread, released before the next request.
+        let buf = unsafe { &mut *VALUE.0.get() };
+        scm::get_string(args.ptr(1), args.ptr(2), buf, out);
+    } else if eq(cmd, "checks") && n >= 2 {
+        if !checks::run(args, out) {
+            return false;
+        }
+    } else if eq(cmd, "verify") && n == 2 {
         verify(args.get(1).unwrap_or(&[]), args.ptr(1), out);
-    } else if eq(cmd, "trust") && args.count == 2 {
+    } else if eq(cmd, "trust") && n == 2 {
         trust(args.ptr(1), out);
     } else {
-        return 2;
+        return false;
     }
     out.emit();
-    0
+    true
+}
+
+/// A registry string (a path): at most 32K UTF-16 units.
+static VALUE: Static<[u16; 32_768]> = Static(UnsafeCell::new([0; 32_768]));
+
+// ----------------------------------------------------------------------------- stdin
+
+/// One request line: device checks carry up to 64 KiB of input each, as hex.
+const LINE_CAP: usize = 1 << 20;
+
+struct Lines {
+    buf: [u8; LINE_CAP],
+    len: usize,      // bytes held
+    consumed: usize, // bytes of the previous line (dropped on the next call)
+    eof: bool,
+}
+
+static LINE: Static<Lines> = Static(UnsafeCell::new(Lines {
+    buf: [0; LINE_CAP],
+    len: 0,
+    consumed: 0,
+    eof: false,
+}));
+
+impl Lines {
+    /// The next line without its "\r\n"/"\n"; None at the end of stdin. A line
+    /// longer than LINE_CAP is cut there (its answer will be a usage error).
+    fn next(&mut self) -> Option<&[u8]> {
+        if self.consumed > 0 {
+            self.buf.copy_within(self.consumed..self.len, 0);
+            self.len -= self.consumed;
+            self.consumed = 0;
+        }
+        loop {
+            if let Some(nl) = self
+                .buf
+                .get(..self.len)
+                .and_then(|b| b.iter().position(|&c| c == b'\n'))
+            {
+                self.consumed = nl + 1;
+                let mut end = nl;
+                if end > 0 && self.buf.get(end - 1) == Some(&b'\r') {
+                    end -= 1;
+                }
+                return self.buf.get(..end);
+            }
+            if self.eof || self.len == LINE_CAP {
+                if self.len == 0 {
+                    return None;
+                }
+                self.consumed = self.len;
+                return self.buf.get(..self.len);
+            }
+            let mut read = 0u32;
+            let room = self.buf.get_mut(self.len..).unwrap_or(&mut []);
+            // SAFETY: GetStdHandle has no preconditions; `room` is writable for its length.
+            let ok = unsafe {
+                ReadFile(
+                    GetStdHandle(STD_INPUT_HANDLE),
+                    room.as_mut_ptr(),
+                    room.len() as u32,
+                    &mut read,
+                    ptr::null_mut(),
+                )
+            };
+            if ok == 0 || read == 0 {
+                self.eof = true;
+            }
+            self.len += read as usize;
+        }
+    }
 }
 
 // ----------------------------------------------------------------------------- commands
-
-fn smoke(path: *const u16, ioctl: u32, out: &mut Out) {
-    // Share mode 0 and OPEN_EXISTING: what the agent will do; the driver sees
-    // IRP_MJ_CREATE. SAFETY: `path` is NUL-terminated (Args).
-    let h = unsafe {
-        CreateFileW(
-            path,
-            GENERIC_READ | GENERIC_WRITE,
-            0,
-            ptr::null_mut(),
-            OPEN_EXISTING,
-            0,
-            ptr::null_mut(),
-        )
-    };
-    if h == INVALID_HANDLE_VALUE {
-        // SAFETY: no preconditions; read right after the failing call.
-        let err = unsafe { GetLastError() };
-        out.raw("{\"open\":false,\"open_error\":").u32(err).raw("}");
-        return;
-    }
-    // 4 bytes each way: METHOD_BUFFERED copies them through the system buffer,
-    // so the driver sees non-zero lengths without any contract (Part 4) yet.
-    let mut input = [0u8; 4];
-    let mut output = [0u8; 4];
-    let mut returned = 0u32;
-    // SAFETY: buffers live across the synchronous call; lengths match them.
-    let ok = unsafe {
-        DeviceIoControl(
-            h,
-            ioctl,
-            input.as_mut_ptr().cast(),
-            4,
-            output.as_mut_ptr().cast(),
-            4,
-            &mut returned,
-            ptr::null_mut(),
-        )
-    } != 0;
-    // SAFETY: no preconditions. Only meaningful on failure, so 0 on success.
-    let ioctl_error = if ok { 0 } else { unsafe { GetLastError() } };
-    // IRP_MJ_READ has no handler of its own: dispatch_invalid must fail it,
-    // as the Windows smoke test (Test-DeviceSmoke.ps1) checks too.
-    let mut read_buf = [0u8; 4];
-    let mut read_len = 0u32;
-    // SAFETY: the buffer lives across the synchronous call; the length matches it.
-    let read_ok =
-        unsafe { ReadFile(h, read_buf.as_mut_ptr(), 4, &mut read_len, ptr::null_mut()) } != 0;
-    // SAFETY: no preconditions; read right after the call.
-    let read_error = if read_ok {
-        0
-    } else {
-        unsafe { GetLastError() }
-    };
-    // SAFETY: `h` is the handle we opened, closed once.
-    let close_ok = unsafe { CloseHandle(h) } != 0;
-    // SAFETY: no preconditions; only meaningful when the close failed.
-    let close_error = if close_ok {
-        0
-    } else {
-        unsafe { GetLastError() }
-    };
-    out.raw("{\"open\":true,\"open_error\":0,\"ioctl_code\":")
-        .u32(ioctl)
-        .raw(",\"ioctl_ok\":")
-        .bool(ok)
-        .raw(",\"ioctl_error\":")
-        .u32(ioctl_error)
-        .raw(",\"read_ok\":")
-        .bool(read_ok)
-        .raw(",\"read_error\":")
-        .u32(read_error)
-        .raw(",\"close_ok\":")
-        .bool(close_ok)
-        .raw(",\"close_error\":")
-        .u32(close_error)
-        .raw("}");
-}
 
 fn verify(name: &[u16], path: *const u16, out: &mut Out) {
     let mut file = WintrustFileInfo {
