@@ -174,7 +174,8 @@ class WinePrefix:
             except subprocess.TimeoutExpired:
                 raise EnvironmentProblem(f"`{self.wine} --version` did not answer in 60 s", INSTALL_HINT) from None
             self._version = done.stdout.strip() or "unknown"
-            if key and done.returncode == 0 and self.state_dir.is_dir():
+            # Cached only in a prefix of ours: a foreign prefix is never written to, not even here.
+            if key and done.returncode == 0 and self.state_dir.is_dir() and prefix_marker(self.path) is not None:
                 write_atomic(cache, json.dumps({"key": key, "version": self._version}).encode())
         return self._version
 
