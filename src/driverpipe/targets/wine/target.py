@@ -43,7 +43,7 @@ from ..state import (
     _sys_file,
 )
 from ..steps import _old_build_in_the_way, _plan_push, step_load, step_push, step_read_state, step_smoke, step_stop_old, step_verify
-from . import inf_install
+from . import imports, inf_install
 from .agent import AGENT_NAME as CLIENT_NAME
 from .agent import STATE_NAMES, Agent, AgentTimeout, answer_number, build_agent, status_text, unreadable
 from .capture import Pump, WineCapture
@@ -394,6 +394,7 @@ class WineTarget(GuestOps):
                 return LoadResult(ok=False, start_code=None, ops=ops, message=installed.output)
         limit = float(ctx.config.project.expect.load.timeout)
         hosts_before = self.prefix.driver_host_pids()
+        log_mark = imports.log_mark(self.prefix.raw_log)  # a loader message of an earlier start is not this one's
         try:
             start = self._ask(["start", self.service], during="the service start", timeout=limit, may_time_out=True)
         except AgentTimeout:
@@ -424,6 +425,7 @@ class WineTarget(GuestOps):
             except PipelineError:
                 pass
         result.message = diagnose_sc_error(code, context={"op": "start", "service": self.service, "binpath": image, "failed_line": result.failed_line})
+        result.message = imports.loader_failure(self.prefix.raw_log, since=log_mark) or result.message
         return result
 
     def unload(self, ctx: RunContext, *, delete: bool = False) -> UnloadResult:
