@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_deploy import Clock
 
 from driverpipe.core.config import load
 from driverpipe.core.context import RunContext
@@ -30,17 +31,6 @@ EXAMPLE = REPO / "examples" / "rust-echo"
 GUEST_DIR = "C:\\RustEcho"
 RECORD = fake_pnp.record_path("RustEcho")
 OURS = "oem4.inf"  # the next free name after the other vendor's oem3.inf
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.t += max(seconds, 0.01)
 
 
 @pytest.fixture
