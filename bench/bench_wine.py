@@ -85,7 +85,7 @@ def main() -> int:
         ignore = shutil.ignore_patterns("target", "__pycache__")
         for name in ("pyproject.toml", "tasks.py"):
             shutil.copy(REPO / name, project)
-        for sub in ("driver", "inf", "vm/wine", "tests/vm"):
+        for sub in ("driver", "inf", "tests/vm"):
             shutil.copytree(REPO / sub, project / sub, ignore=ignore)
         (base / "none.toml").write_text("", encoding="utf-8")
         env = dict(os.environ, XDG_STATE_HOME=str(base / "state"), XDG_DATA_HOME=str(base / "data"), DRIVERPIPE_CONFIG=str(base / "none.toml"))

@@ -11,6 +11,7 @@ from typing import Any
 
 from driverpipe.transports.base import GuestScriptError
 
+from . import pnp
 from .guest import AUTOLOGON_KEY, DEBUG_FILTER_KEY, ConnectionDropped, FakeWindows, handler
 
 
@@ -99,7 +100,7 @@ def set_guest_prepared(m: FakeWindows, p: dict[str, Any]) -> dict[str, Any]:
 @handler("Invoke-DriverLoad.ps1")
 def invoke_driver_load(m: FakeWindows, p: dict[str, Any]) -> dict[str, Any]:
     svc, image = p["ServiceName"], p["BinaryPath"]
-    result: dict[str, Any] = {"ok": False, "error": "", "ops": [], "start_rc": None, "final_query": None, "actual_sha256": "", "stop_code": None}
+    result: dict[str, Any] = {"ok": False, "error": "", "ops": [], "start_rc": None, "final_query": None, "actual_sha256": "", "stop_code": None, "pnp": None}
     expected = str(p.get("ExpectedSha256") or "").lower()
     if expected:
         data = m.files.get(image)
@@ -111,6 +112,8 @@ def invoke_driver_load(m: FakeWindows, p: dict[str, Any]) -> dict[str, Any]:
                 result["error"] = "hash_mismatch"
     if result["error"]:
         return result
+    if p.get("HardwareId"):  # a PnP package: pnputil and a device node, never sc create
+        return pnp.load(m, p, result, native_result)
     ops: list[dict[str, Any]] = result["ops"]
     query = native_result(m, m.sc("query", svc))
     ops.append({"op": "query", **query})
@@ -148,10 +151,14 @@ def invoke_driver_load(m: FakeWindows, p: dict[str, Any]) -> dict[str, Any]:
 @handler("Invoke-DriverUnload.ps1")
 def invoke_driver_unload(m: FakeWindows, p: dict[str, Any]) -> dict[str, Any]:
     svc = p["ServiceName"]
+    removed, record = pnp.unload_devices(m, svc) if p.get("HardwareId") else (None, None)
     stop = native_result(m, m.sc("stop", svc))
     q = native_result(m, m.sc("query", svc)) if stop["rc"] == 0 else stop
+    open_error = m.device_io(p["DevicePath"])["open_error"] if p["DevicePath"] else None
+    if p.get("Delete") and removed is not None and record is not None:
+        pnp.delete_packages(m, svc, removed, record, native_result)
     dele = native_result(m, m.sc("delete", svc)) if p.get("Delete") else None
-    return {"stop": stop, "final_query": q, "device_open_error": m.device_io(p["DevicePath"])["open_error"], "delete": dele}
+    return {"stop": stop, "final_query": q, "device_open_error": open_error, "delete": dele, "pnp": removed}
 
 
 @handler("Test-DeviceChecks.ps1")
@@ -164,7 +171,7 @@ def test_device_checks(m: FakeWindows, p: dict[str, Any]) -> dict[str, Any]:
     steps = []
     for check in checks:
         error = io["ioctl_error"] if check["op"] == "ioctl" else io["read_error"]
-        steps.append({"name": check["name"], "error": error, "returned": 0, "output": ""})
+        steps.append({"name": check["name"], "error": error, "returned": 0, "output": "", **m.device_answers.get(check["name"], {})})
     return {"device": p["DevicePath"], "open_error": 0, "steps": steps, "close_error": io["close_error"]}
 
 

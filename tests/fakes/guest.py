@@ -152,10 +152,12 @@ class FakeWindows:
     ready_lag: int = 1  # readiness checks failing after the new boot
     ioctl_error: int = 1  # Win32 error of DeviceIoControl on the device (1 = ERROR_INVALID_FUNCTION)
     read_error: int = 1  # Win32 error of ReadFile on the device
+    device_answers: dict[str, dict[str, Any]] = field(default_factory=dict)  # check name -> {error, returned, output}: a driver that answers that check
     oem_code_page: int = 437  # what native tools' redirected output is encoded in
     native_labels: dict[str, str] = field(default_factory=dict)  # English label -> this display language's (sc.exe, bcdedit)
     powershell_decodes_as: str | None = None  # a codec other than the OEM one: PowerShell's own `output` is mojibake
     driver_store: list[tuple[str, str, str]] = field(default_factory=list)  # (oemNN.inf, original INF, signer) as pnputil lists them
+    first_oem: int = 5  # the first oemNN.inf number pnputil publishes (other vendors' packages hold the lower ones)
     # state
     boot_time: int = FILETIME_2026
     boot_count: int = 0
@@ -168,6 +170,8 @@ class FakeWindows:
     files: CaseInsensitiveDict = field(default_factory=CaseInsensitiveDict)
     services: CaseInsensitiveDict = field(default_factory=CaseInsensitiveDict)
     devices: set[str] = field(default_factory=set)
+    pnp_devices: dict[str, dict[str, Any]] = field(default_factory=dict)  # device instance id -> {hwid, driver: oemNN.inf | None} (fakes/pnp.py)
+    store_files: dict[str, dict[str, bytes]] = field(default_factory=dict)  # oemNN.inf -> the package's other files in the driver store
     debug_output: list[str] = field(default_factory=list)
     debug_listeners: list[Callable[[str], None]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)  # System log records we model (1001 bugcheck)

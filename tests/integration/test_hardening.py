@@ -115,7 +115,6 @@ def test_target_add_default_sets_default_target(project: Path) -> None:
 
 def test_dry_main_job_previews_the_whole_chain_on_linux(project: Path) -> None:
     _checkout(project)
-    shutil.copytree(REPO / "vm" / "wine", project / "vm" / "wine", ignore=shutil.ignore_patterns("target"))
     done = run_invoke(project, "--dry", "build", "sign", "deploy", env=dict(os.environ, XDG_STATE_HOME=str(project.parent / "dry-state")))
     assert done.returncode == 0, done.stderr
     text = done.stdout + done.stderr

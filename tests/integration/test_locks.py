@@ -220,7 +220,7 @@ def test_two_runs_on_one_wine_prefix(project: Path, tmp_path_factory: pytest.Tem
 
     need(target_std_installed("x86_64-pc-windows-msvc"), "rustup target add x86_64-pc-windows-msvc")
     ignore = shutil.ignore_patterns("target", "__pycache__")
-    for sub in ("driver", "inf", "vm/wine", "tests/vm"):
+    for sub in ("driver", "inf", "tests/vm"):
         shutil.copytree(REPO / sub, project / sub, ignore=ignore)
     state = tmp_path_factory.mktemp("wine-lock-state")
     env = dict(os.environ, XDG_STATE_HOME=str(state), DRIVERPIPE_PFX_PASSWORD="pfx-Secret-42")

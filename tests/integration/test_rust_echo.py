@@ -2,12 +2,12 @@
 
 Real: cargo + rust-lld against the generated bindings, osslsigncode, Wine 8
 (setupapi installs the service from RustEcho's PnP INF, winedevice.exe runs
-DriverEntry, the IOCTLs and DriverUnload), x86_64-w64-mingw32-gcc for the
-device-check runner (tests/wine/device_checks.c), Invoke in subprocesses.
+DriverEntry, the IOCTLs and DriverUnload), the Wine agent the pipeline ships
+(built into the user's cache), Invoke in subprocesses.
 
-Its device checks are the table in examples/rust-echo/device_checks.toml,
-run on one handle; every check is listed by name with its verdict. Not
-applicable on Wine, never counted as passed: the process/thread/image notify
+Its device checks are the `[[tool.driverpipe.device_check]]` table of its
+pyproject.toml, run by the Wine agent on one handle during deploy; every check
+is listed by name with its verdict. Not applicable on Wine, never counted as passed: the process/thread/image notify
 routines (Wine 8 registers them but never calls them) and the MDL self-test
 (Wine's MmBuildMdlForNonPagedPool and MmMapLockedPagesSpecifyCache are stubs).
 """
@@ -31,13 +31,11 @@ from conftest import need, need_tool, run_invoke
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "rust-echo"
 WINE_NTOSKRNL = Path("/usr/lib/x86_64-linux-gnu/wine/x86_64-windows/ntoskrnl.exe")
-METHODS = {"buffered": 0, "in_direct": 1, "out_direct": 2, "neither": 3}
-ACCESS = {"any": 0, "read": 1, "write": 2, "read_write": 3}
 NOT_APPLICABLE_ON_WINE = {
     "process/thread/image notify": "Wine 8 registers the routines but never calls them (events seen: 0)",
     "MDL self-test": "Wine 8's MmBuildMdlForNonPagedPool and MmMapLockedPagesSpecifyCache are stubs",
 }
-pytestmark = [pytest.mark.wine, pytest.mark.wdm, pytest.mark.cargo, pytest.mark.osslsigncode, pytest.mark.mingw]
+pytestmark = [pytest.mark.wine, pytest.mark.wdm, pytest.mark.cargo, pytest.mark.osslsigncode]
 
 
 def copy_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, beside: tuple[str, ...] = ()) -> Path:
@@ -73,8 +71,8 @@ def wine_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture
 def echo(tmp_path: Path, wine_state: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """The example with the Wine client and the regression suite beside it (the Wine target looks for both in the project)."""
-    project = copy_example(tmp_path, monkeypatch, beside=("vm/wine", "tests/vm"))
+    """The example with the regression suite beside it (regress looks for it in the project; the agent comes with the pipeline)."""
+    project = copy_example(tmp_path, monkeypatch, beside=("tests/vm",))
     monkeypatch.setenv("XDG_STATE_HOME", str(wine_state))
     yield project
     for prefix in (wine_state / "driverpipe" / "wine").glob("*"):
@@ -86,57 +84,17 @@ def invoke(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return run_invoke(cwd, *args, env=env, timeout=600)  # --search-root <repository>, from the project folder
 
 
-def ctl_code(parts: dict) -> int:
-    return (int(parts["device_type"]) << 16) | (ACCESS[parts.get("access", "any")] << 14) | (int(parts["function"]) << 2) | METHODS[parts["method"]]
-
-
 def checks_table() -> list[dict]:
-    return tomllib.loads((EXAMPLE / "device_checks.toml").read_text(encoding="utf-8"))["device_check"]
-
-
-def run_checks(prefix: Path, device: str, table: list[dict], tmp: Path) -> dict:
-    """The table on one handle, by the runner under Wine: the result document."""
-    gcc = need_tool("x86_64-w64-mingw32-gcc")
-    exe = tmp / "device_checks.exe"
-    subprocess.run([str(gcc), "-O1", "-o", str(exe), str(REPO / "tests" / "wine" / "device_checks.c")], check=True, capture_output=True, timeout=120)
-    lines = []
-    for check in table:
-        code = int(check["code"]) if "code" in check else ctl_code(check["ctl_code"]) if check["op"] == "ioctl" else 0
-        lines.append(f"{check['name']} {check['op']} {code} {int(check.get('output_length', 0))} {check.get('input') or '-'}")
-    env = dict(os.environ, WINEPREFIX=str(prefix), WINEDEBUG="-all")
-    done = subprocess.run(["wine", str(exe), device], input="\n".join(lines) + "\n", capture_output=True, text=True, env=env, timeout=120, check=False)
-    line = next((ln for ln in reversed(done.stdout.splitlines()) if ln.startswith("{")), "")
-    assert line, done.stdout + done.stderr
-    return dict(json.loads(line), device=device)
-
-
-def verdicts(table: list[dict], result: dict) -> list[str]:
-    """One line per check: `name: PASS` or `name: FAIL (what differed)`."""
-    steps = {s["name"]: s for s in result["steps"]}
-    lines = []
-    for check in table:
-        step = steps.get(check["name"])
-        if step is None:
-            lines.append(f"{check['name']}: FAIL (not attempted: open error {result['open_error']})")
-            continue
-        wrong = []
-        if step["error"] != int(check.get("expect_error", 0)):
-            wrong.append(f"error {step['error']}, expected {check.get('expect_error', 0)}")
-        if "expect_output" in check and step["output"] != check["expect_output"].lower():
-            wrong.append(f"output {step['output']!r}, expected {check['expect_output']!r}")
-        if "expect_returned" in check and step["returned"] != int(check["expect_returned"]):
-            wrong.append(f"returned {step['returned']}, expected {check['expect_returned']}")
-        lines.append(f"{check['name']}: " + (f"FAIL ({'; '.join(wrong)})" if wrong else "PASS"))
-    return lines
+    return tomllib.loads((EXAMPLE / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["driverpipe"]["device_check"]
 
 
 def test_the_table_covers_buffered_and_direct_echo_length_checks_and_errors() -> None:
     table = checks_table()
-    assert len({c["name"] for c in table}) == len(table)
+    assert len({c["name"] for c in table}) == len(table) == 10
     methods = {c["ctl_code"]["method"] for c in table if "ctl_code" in c}
     assert {"buffered", "out_direct"} <= methods
     assert {122, 87, 1} <= {int(c.get("expect_error", 0)) for c in table}
-    assert ctl_code({"device_type": 0x22, "function": 0x801, "method": "buffered"}) == 0x222004
+    assert any("expect_output" in c and "expect_returned" in c for c in table)
 
 
 def test_rust_echo_builds_from_its_own_manifest_and_imports_only_what_wine_exports(echo: Path) -> None:
@@ -164,7 +122,7 @@ def test_rust_echo_builds_from_its_own_manifest_and_imports_only_what_wine_expor
     assert wanted <= imports
 
 
-def test_rust_echo_deploys_on_wine_passes_its_device_checks_and_unloads_without_leaks(echo: Path, wine_state: Path, tmp_path: Path) -> None:
+def test_rust_echo_deploys_on_wine_passes_its_device_checks_and_unloads_without_leaks(echo: Path, wine_state: Path) -> None:
     done = invoke(echo, "build", "sign", "deploy")
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-4000:]
@@ -174,13 +132,14 @@ def test_rust_echo_deploys_on_wine_passes_its_device_checks_and_unloads_without_
     prefix = wine_state / "driverpipe" / "wine" / "wine"
 
     table = checks_table()
-    result = run_checks(prefix, "\\\\.\\RustEcho", table, tmp_path)
-    lines = verdicts(table, result)
+    lines = [ln for ln in out.splitlines() if ln.startswith("wine: device check ")]
     print("\n".join(lines))
     for what, why in NOT_APPLICABLE_ON_WINE.items():
         print(f"{what}: not applicable on wine ({why})")
-    assert result["open_error"] == 0 and result["close_error"] == 0
-    assert all(line.endswith(": PASS") for line in lines), "\n".join(lines)
+    assert [ln.split(":")[1].removeprefix(" device check ") for ln in lines] == [c["name"] for c in table], out[-4000:]
+    assert all(": ok: " in ln for ln in lines), "\n".join(lines)
+    assert "wine: smoke test ok: CreateFileW ok," in out and "CloseHandle -> 0" in out
+    assert "wine: device check echo_buffered: ok: DeviceIoControl(0x00222004) -> 0, 11 bytes" in lines
 
     unload = invoke(echo, "unload")
     assert unload.returncode == 0, unload.stdout + unload.stderr
@@ -236,7 +195,6 @@ def test_an_import_wine_lacks_is_listed_by_doctor_and_named_from_wines_loader_me
 
     deploy = invoke(echo, "deploy")
     assert deploy.returncode != 0 and "Traceback" not in deploy.stderr, deploy.stdout + deploy.stderr
-    from driverpipe.targets.wine.imports import loader_failure
-
-    line = loader_failure(wine_state / "driverpipe" / "wine" / "wine" / ".driverpipe" / "wine-debug.log")
-    assert line is not None and line.startswith("the driver called CmRegisterCallbackEx, which Wine's ntoskrnl.exe does not export")
+    errors = [ln for ln in deploy.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, deploy.stdout[-3000:] + deploy.stderr
+    assert "the driver called CmRegisterCallbackEx, which Wine's ntoskrnl.exe does not export" in errors[0], errors[0]

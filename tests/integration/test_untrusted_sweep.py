@@ -68,7 +68,7 @@ def signed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     project.mkdir()
     ignore = shutil.ignore_patterns("target", "__pycache__")
     shutil.copy(REPO / "pyproject.toml", project)
-    for folder in ("driver", "inf", "vm/wine"):
+    for folder in ("driver", "inf"):
         shutil.copytree(REPO / folder, project / folder, ignore=ignore)
     (base / "user-config.toml").write_text("", encoding="utf-8")
     done = _invoke(base, "build", "sign")
@@ -333,7 +333,7 @@ def wine_case(case_dir: Path) -> Iterator[Path]:
 
 @pytest.mark.wine
 def test_cargo_missing_on_the_wine_route_is_a_missing_tool_not_a_lost_connection(wine_case: Path) -> None:
-    """7. The Wine client is built with cargo at load; without cargo that is exit 3 with the install line."""
+    """7. The Wine agent is built with cargo at load; without cargo that is exit 3 with the install line."""
     base = wine_case
     bin_dir = base / "bin"
     bin_dir.mkdir()
@@ -342,7 +342,8 @@ def test_cargo_missing_on_the_wine_route_is_a_missing_tool_not_a_lost_connection
         if found:
             (bin_dir / tool).symlink_to(found)
     before = _snapshot(base, skip=("state",))
-    done = _invoke(base, "deploy", PATH=str(bin_dir), timeout=600)
+    # An empty agent cache: a build of the agent left by another run would need no cargo.
+    done = _invoke(base, "deploy", PATH=str(bin_dir), XDG_CACHE_HOME=str(base / "cache"), timeout=600)
     assert "Traceback" not in done.stderr, done.stderr
     errors = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1, done.stderr

@@ -56,7 +56,6 @@ def _copy_checkout(project: Path) -> None:
     ignore = shutil.ignore_patterns("target", "__pycache__")
     shutil.copytree(REPO / "driver", project / "driver", ignore=ignore)
     shutil.copytree(REPO / "inf", project / "inf")
-    shutil.copytree(REPO / "vm" / "wine", project / "vm" / "wine", ignore=ignore)
     shutil.copytree(REPO / "tests" / "vm", project / "tests" / "vm", ignore=ignore)
 
 

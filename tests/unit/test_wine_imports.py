@@ -32,3 +32,16 @@ def test_missing_exports_compares_only_ntoskrnl_imports(monkeypatch) -> None:  #
     monkeypatch.setattr(imports, "exports", lambda _path: frozenset({"DbgPrint", "IoCreateDevice"}))
     image = {"NTOSKRNL.EXE": ["DbgPrint", "CmRegisterCallbackEx", "IoCreateDevice"], "hal.dll": ["KeStallExecutionProcessor"]}
     assert imports.missing_exports(image, Path("ntoskrnl.exe")) == ["CmRegisterCallbackEx"]
+
+
+def test_a_loader_message_written_before_the_mark_is_not_this_starts(tmp_path: Path) -> None:
+    log = tmp_path / "wine-debug.log"
+    log.write_text(LOADER, encoding="utf-8")
+    mark = imports.log_mark(log)
+    assert imports.loader_failure(log, since=mark) is None
+    with log.open("a", encoding="utf-8") as fh:
+        fh.write(LOADER.replace("CmRegisterCallbackEx", "ObRegisterCallbacks"))
+    line = imports.loader_failure(log, since=mark)
+    assert line is not None and line.startswith("the driver called ObRegisterCallbacks,")
+    assert imports.log_mark(tmp_path / "missing.log") == 0
+    assert imports.loader_failure(log, since=mark + 10_000) is not None  # a log rewritten since: read from its start

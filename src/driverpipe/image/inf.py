@@ -342,24 +342,41 @@ def _decorated(inf: Inf, base: str) -> Section | None:
     return None
 
 
-def install_sections(inf: Inf) -> list[Section]:
-    """The sections that install the driver: [DefaultInstall.NT<arch>] of a primitive INF, or the
-    DDInstall sections a PnP INF's [Manufacturer] -> models sections name (root-enumerated devices)."""
+def _model_lines(inf: Inf) -> list[Entry]:
+    """The lines of the models sections a PnP INF's [Manufacturer] names (`desc = DDInstall, hwid[, ...]`)."""
     manufacturer = inf.section("Manufacturer")
-    if manufacturer is None:
-        return [s for s in inf.sections.values() if ARCH_SUFFIX.match(s.name)]
-    found: list[Section] = []
-    for entry in manufacturer.entries:
+    lines: list[Entry] = []
+    for entry in manufacturer.entries if manufacturer else []:
         models, *decorations = _fields(entry.value)
         names = [f"{models}.{d}" for d in decorations if d] or [models]
         for name in names:
             section = inf.section(name) or inf.section(models)
-            for model in section.entries if section else []:
-                base = _fields(model.value)[0]
-                install = _decorated(inf, base) if base else None
-                if install is not None and install not in found:
-                    found.append(install)
+            lines += [m for m in (section.entries if section else []) if m not in lines]
+    return lines
+
+
+def install_sections(inf: Inf) -> list[Section]:
+    """The sections that install the driver: [DefaultInstall.NT<arch>] of a primitive INF, or the
+    DDInstall sections a PnP INF's [Manufacturer] -> models sections name (root-enumerated devices)."""
+    if inf.section("Manufacturer") is None:
+        return [s for s in inf.sections.values() if ARCH_SUFFIX.match(s.name)]
+    found: list[Section] = []
+    for model in _model_lines(inf):
+        base = _fields(model.value)[0]
+        install = _decorated(inf, base) if base else None
+        if install is not None and install not in found:
+            found.append(install)
     return found
+
+
+def root_hardware_id(inf_text: str) -> str | None:
+    """A PnP INF's first root-enumerated hardware id (`Root\\X`, which a device node is created for);
+    None for a primitive INF or one whose devices some bus enumerates."""
+    for model in _model_lines(parse(inf_text)):
+        ids = _fields(model.value)[1:]
+        if ids and ids[0].lower().startswith("root\\"):
+            return ids[0]
+    return None
 
 
 def install_section_name(inf_text: str) -> str | None:

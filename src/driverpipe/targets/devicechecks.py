@@ -1,6 +1,6 @@
 """Device checks: the project's `[[device_check]]` table, run after a load, and the one evaluator of their result.
 
-The same table goes to the Wine agent (vm/wine/client: `checks`) and to
+The same table goes to the Wine agent (driverpipe/agent: `checks`) and to
 scripts/guest/Test-DeviceChecks.ps1 on Windows (`-ChecksJson`); both answer
 
     {"device": "...", "open_error": N, "steps": [{"name": "...", "error": N, "returned": N, "output": "hex"}], "close_error": N}

@@ -27,7 +27,7 @@ from ..parse.text import native_text
 from ..parse.winparse import diagnose_sc_error, parse_sc_output, sc_code
 from ..transports.base import GuestScriptError
 from ..transports.errors import GuestTimeout
-from . import devicechecks
+from . import devicechecks, pnp
 from .guestops import GuestOps
 from .reboot import is_connection_error
 from .state import (
@@ -170,6 +170,9 @@ def _ps_load_driver(ctx: RunContext, guest: Any, pkg: PackageLike, capture: Any,
     digest = _sha256(sys_file)
     if digest:
         load_params["ExpectedSha256"] = digest
+    route = pnp.package_route(pkg)  # a PnP INF: pnputil and a root-enumerated device node, not sc create
+    if route is not None:
+        load_params.update(InfPath=_join(guest_dir, route[0]), HardwareId=route[1])
     items.append(("Invoke-DriverLoad.ps1", load_params))
     if want_smoke:
         items.append(("Test-DeviceChecks.ps1", {"DevicePath": device, "ChecksJson": devicechecks.checks_json(checks)}))
@@ -218,6 +221,10 @@ def _ps_load_driver(ctx: RunContext, guest: Any, pkg: PackageLike, capture: Any,
         result.message = f"the running {svc} did not reach STOPPED in time; the old build is still loaded"
         result.driver_loaded = True
         return result
+    failure = pnp.load_failure(load, route[0]) if route is not None else None
+    if failure:
+        result.ok, result.message = False, failure
+        return result
     for op in ops:
         # A stop answered 1061 (already stopping) was waited for by the script, like a 0: the
         # outcome to report is the start's, never "sc stop failed with 1061".
@@ -228,23 +235,23 @@ def _ps_load_driver(ctx: RunContext, guest: Any, pkg: PackageLike, capture: Any,
     start = next((op for op in ops if op.op == "start"), None)
     if start is None:
         return result
-    result.start_code = start.code
+    code = result.start_code = pnp.start_code(load, start.code)
     final = load.get("final_query") or {}
     final_state = parse_sc_output(native_text(final)).state
     # sc start returns 0 once DriverEntry succeeded: the driver is loaded, whatever a racing query says.
-    result.driver_loaded = start.code == 0 or final_state == 4
-    if start.code == 0:
+    result.driver_loaded = code == 0 or final_state == 4
+    if code == 0:
         result.ok = True
         return result
     result.ok = False
-    if start.code == 31 and capture is not None:
+    if code == 31 and capture is not None:
         try:
             result.verdict = capture.wait_for("load")
             result.failed_line = _failed_line(result.verdict, str(ctx.config.project.log_prefix))
         except PipelineError as exc:
             if is_connection_error(exc):
                 raise
-    result.message = diagnose_sc_error(start.code, context={**context, "op": "start", "failed_line": result.failed_line, "output": start.output})
+    result.message = diagnose_sc_error(code, context={**context, "op": "start", "failed_line": result.failed_line, "output": start.output})
     return result
 
 
@@ -266,12 +273,16 @@ def unload_driver(ctx: RunContext, guest: Any, delete: bool = False) -> UnloadRe
 def _ps_unload_driver(ctx: RunContext, guest: Any, delete: bool = False) -> UnloadResult:
     svc = _service_name(ctx)
     device = devicechecks.device_path(ctx.config.project)
+    params: dict[str, Any] = {"ServiceName": svc, "DevicePath": device, "Delete": bool(delete)}
+    hwid = pnp.project_hardware_id(ctx)  # a PnP package: its device node goes, and on delete its driver-store package
+    if hwid:
+        params["HardwareId"] = hwid
     with _naming_the_wait(f"`sc stop {svc}` (the driver's DriverUnload)" + (f" or opening {device}" if device else "")):
         raw = _object(
             "Invoke-DriverUnload.ps1",
             guest.run_script(
                 "Invoke-DriverUnload.ps1",
-                {"ServiceName": svc, "DevicePath": device, "Delete": bool(delete)},
+                params,
                 timeout=float(ctx.config.project.deploy.script_timeout),
             ),
         )
@@ -303,6 +314,10 @@ def _ps_unload_driver(ctx: RunContext, guest: Any, delete: bool = False) -> Unlo
         )
     if delete and result.deleted is False and result.delete_code is not None:
         messages.append(diagnose_sc_error(result.delete_code, context={"op": "delete", "service": svc}))
+    left = pnp.unload_failures(raw)
+    if left:
+        messages += left
+        result.deleted = False if delete else result.deleted
     result.message = "; ".join(messages)
     return result
 

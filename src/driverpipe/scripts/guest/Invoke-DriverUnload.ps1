@@ -1,12 +1,17 @@
 # Stop the driver service, wait for STOPPED, check the device path is gone
 # (CreateFileW must fail with ERROR_FILE_NOT_FOUND; an empty DevicePath: the
 # driver declares no device, nothing to probe), optionally sc delete.
+# A PnP package (HardwareId given) is unloaded by removing the device nodes
+# this pipeline created (its driver unloads with them); delete also runs
+# `pnputil /delete-driver oemNN.inf /uninstall` for the packages it published,
+# never for one it did not add (the record in lib/PnpDevice.ps1).
 [CmdletBinding()]
 param(
     [Parameter(Mandatory)][string]$ServiceName,
     [Parameter(Mandatory)][AllowEmptyString()][string]$DevicePath,
     [bool]$Delete = $false,
-    [int]$TimeoutSeconds = 30
+    [int]$TimeoutSeconds = 30,
+    [string]$HardwareId = ''
 )
 $ErrorActionPreference = 'Stop'
 
@@ -14,6 +19,8 @@ $ErrorActionPreference = 'Stop'
 
 #include Get-StateNumber.ps1
 #include Wait-ServiceStopped.ps1
+#include Move-FileAtomic.ps1
+#include Add-PnpDeviceType.ps1
 
 if (-not ('DriverpipeDeviceProbe' -as [type])) {
     Add-Type -TypeDefinition @'
@@ -35,6 +42,23 @@ public static class DriverpipeDeviceProbe {
 '@
 }
 
+$pnp = $null
+if ($HardwareId) {
+    Add-PnpDeviceType
+    $recordPath = Get-PnpRecordPath $ServiceName
+    $record = Read-PnpRecord $recordPath
+    $pnp = [ordered]@{ removed = @(); deleted = @(); record_error = [string]$record.unreadable }
+    $left = @()
+    foreach ($id in @($record.devices)) {
+        $error_ = [DriverpipePnp]::Remove($id)
+        $pnp.removed += [pscustomobject]@{ id = $id; error = $error_ }
+        # 0xE000020B (ERROR_NO_SUCH_DEVINST): already gone.
+        if (($error_ -ne 0) -and ($error_ -ne -536870389)) { $left += $id }
+    }
+    $record.devices = @($left)
+    Write-PnpRecord $recordPath $record
+}
+
 $stop = Invoke-Native 'sc.exe' @('stop', $ServiceName)
 $state = Get-StateNumber $stop.output
 $q = $stop
@@ -46,6 +70,16 @@ if (($stop.rc -eq 0) -or ($stop.rc -eq 1061)) {
 $openError = $null
 if ($DevicePath) { $openError = [DriverpipeDeviceProbe]::OpenError($DevicePath) }
 $del = $null
+if ($Delete -and $pnp) {
+    $kept = @()
+    foreach ($name in @($record.published)) {
+        $d = Invoke-Native 'pnputil.exe' @('/delete-driver', $name, '/uninstall')
+        $pnp.deleted += ($d | Add-Member -NotePropertyName inf -NotePropertyValue $name -PassThru)
+        if ($d.rc -ne 0) { $kept += $name }
+    }
+    $record.published = @($kept)
+    Write-PnpRecord $recordPath $record
+}
 if ($Delete) { $del = Invoke-Native 'sc.exe' @('delete', $ServiceName) }
 
 [pscustomobject]@{
@@ -53,4 +87,5 @@ if ($Delete) { $del = Invoke-Native 'sc.exe' @('delete', $ServiceName) }
     final_query = $q
     device_open_error = $openError
     delete = $del
+    pnp = $pnp
 } | ConvertTo-Json -Compress -Depth 6

@@ -5,7 +5,7 @@
   service manager started with the capture environment), ended by pid;
 - capture.py: Wine's debug channel -> a DebugView-shaped log with timestamps,
   read by the same expectations as a Windows guest's capture;
-- agent.py: the target's agent (vm/wine/client), one Windows process per task
+- agent.py: the target's agent (driverpipe/agent, built into the user's cache), one Windows process per task
   answering requests over stdin/stdout: SCM query/stop/start, registry values,
   device checks, certificate trust, WinVerifyTrust;
 - target.py: the guest operations (state, push, install from the INF, load,

@@ -25,30 +25,44 @@ answered STOPPED but ran DriverUnload only at its next request: target.py
 sends one (opening the device, said aloud) when the image is still mapped
 2 s after the stop.
 
-A new agent command: a `run()` branch in vm/wine/client/src/main.rs (module of
-its own when it needs Win32 imports), a method here, and a line in the
+The agent ships with the package (driverpipe/agent: Cargo.toml, Cargo.lock,
+src/*.rs), so any driver project gets it; `build_agent` builds it with cargo
+into the per-user cache ($XDG_CACHE_HOME or ~/.cache, driverpipe/agent), one
+folder per digest of its sources: nothing is written into the installed
+package or the driver's project, cargo starts only when the sources changed,
+and two installs of different versions never take each other's exe.
+
+A new agent command: a `run()` branch in driverpipe/agent/src/main.rs (module
+of its own when it needs Win32 imports), a method here, and a line in the
 README's Wine section.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import selectors
+import shutil
 import signal
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
+from ...core.errors import EnvironmentProblem
 from ..state import DeployStepFailed
 from .prefix import COMMAND_DEBUG, TRANSIENT, WinePrefix, WineServerGone, _kill
 
+AGENT_CRATE = Path(__file__).resolve().parents[2] / "agent"
+AGENT_NAME = "wazabi-wine-client.exe"
+AGENT_TRIPLE = "x86_64-pc-windows-msvc"
 STATE_NAMES = {1: "STOPPED", 2: "START_PENDING", 3: "STOP_PENDING", 4: "RUNNING", 5: "CONTINUE_PENDING", 6: "PAUSE_PENDING", 7: "PAUSED"}
 
 
 def unreadable(name: str, what: str, data: Any) -> DeployStepFailed:
-    return DeployStepFailed(f"{name}: the Wine agent's {what} is unreadable: {str(data)[:200]}", "rebuild the agent (vm/wine/client)")
+    return DeployStepFailed(f"{name}: the Wine agent's {what} is unreadable: {str(data)[:200]}", "rebuild the agent (driverpipe/agent)")
 
 
 def answer_number(name: str, data: dict[str, Any], key: str, default: int | None) -> int:
@@ -142,7 +156,7 @@ class Agent:
                 except ValueError:
                     data = None
                 if not isinstance(data, dict) or data.get("error") == "usage":
-                    raise DeployStepFailed(f"the Wine agent refused the request for {during}: {answer[:200]!r}", "rebuild the agent (vm/wine/client)")
+                    raise DeployStepFailed(f"the Wine agent refused the request for {during}: {answer[:200]!r}", "rebuild the agent (driverpipe/agent)")
                 return data
             # No answer: the process ended. Started in a Wine that could not map its shared page?
             # That happens before the request is read, so sending it again is safe (prefix.TRANSIENT).
@@ -174,3 +188,55 @@ class Agent:
                 self._buf += chunk
         line, _, self._buf = self._buf.partition(b"\n")
         return line.decode("utf-8", "replace").strip()
+
+
+def agent_sources(crate: Path = AGENT_CRATE) -> list[Path]:
+    """Every file cargo builds the agent from (its .cargo/config.toml holds the link settings)."""
+    return sorted([crate / "Cargo.toml", crate / "Cargo.lock", crate / ".cargo" / "config.toml", *(crate / "src").rglob("*.rs")])
+
+
+def agent_cache_dir() -> Path:
+    """The agent's build folders: $XDG_CACHE_HOME/driverpipe/agent, else ~/.cache/driverpipe/agent."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "driverpipe" / "agent"
+
+
+def agent_exe(crate: Path = AGENT_CRATE) -> Path:
+    """Where cargo leaves the agent built from these sources: one target folder per digest of them."""
+    digest = hashlib.sha256()
+    for src in agent_sources(crate):
+        digest.update(f"{src.relative_to(crate).as_posix()}\0".encode())
+        digest.update(src.read_bytes() if src.is_file() else b"(missing)")
+    return agent_cache_dir() / digest.hexdigest()[:16] / AGENT_TRIPLE / "release" / AGENT_NAME
+
+
+def build_agent(*, dry: bool = False, say: Any = None, crate: Path = AGENT_CRATE) -> Path:
+    """The agent's exe on this host, built with cargo + rust-lld only when no build of these sources exists."""
+    if not (crate / "Cargo.toml").is_file():
+        raise EnvironmentProblem(f"the Wine agent's crate {crate} is missing from the installed package", "reinstall driverpipe")
+    try:
+        exe = agent_exe(crate)
+    except OSError as exc:
+        raise EnvironmentProblem(f"the Wine agent's sources are unreadable: {exc}", "reinstall driverpipe") from None
+    target_dir = exe.parents[2]
+    if dry:
+        if say is not None:
+            say(f"[dry] cargo build --release --locked --target-dir {target_dir} (the Wine agent, when not built yet)")
+        return exe
+    if exe.is_file():  # no cargo start (~0.2 s) when nothing changed
+        return exe
+    cargo = shutil.which("cargo")
+    if cargo is None:
+        raise EnvironmentProblem("cargo is not installed (the Wine target builds its agent with it)", "install Rust with rustup")
+    argv = [cargo, "build", "--release", "--locked", "-q", "--target-dir", str(target_dir)]
+    try:
+        target_dir.mkdir(parents=True, exist_ok=True)
+        # cwd: the crate, so cargo reads its .cargo/config.toml; --locked: cargo writes nothing there.
+        done = subprocess.run(argv, cwd=crate, capture_output=True, text=True, timeout=600, check=False)
+    except OSError as exc:
+        raise EnvironmentProblem(f"building the Wine agent failed: {exc}", f"check that {target_dir.parent} is writable") from None
+    if done.returncode != 0 or not exe.is_file():
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        if "target may not be installed" in done.stderr or "can't find crate for `core`" in done.stderr:
+            raise EnvironmentProblem(f"the Rust standard library for {AGENT_TRIPLE} is not installed", f"rustup target add {AGENT_TRIPLE}")
+        raise EnvironmentProblem(f"building the Wine agent failed: {last}", f"run `{' '.join(argv[:4])} --target-dir {target_dir}` in {crate} to see why")
+    return exe

@@ -57,12 +57,20 @@ def missing_exports(image_imports: dict[str, list[str]], ntoskrnl: Path) -> list
     return sorted(name for name in wanted if name not in have)
 
 
-def loader_failure(raw_log: Path) -> str | None:
-    """One line naming the import when Wine's loader stopped the driver on an unimplemented function (last one in the log's tail)."""
+def log_mark(raw_log: Path) -> int:
+    """The log's size now: `loader_failure(since=...)` then reads only what a later start wrote."""
+    try:
+        return raw_log.stat().st_size
+    except OSError:
+        return 0
+
+
+def loader_failure(raw_log: Path, since: int = 0) -> str | None:
+    """One line naming the import when Wine's loader stopped the driver on an unimplemented function (last one in the log's tail after `since`)."""
     try:
         with raw_log.open("rb") as fh:
             size = raw_log.stat().st_size
-            fh.seek(max(0, size - TAIL_BYTES))
+            fh.seek(max(0, since if since <= size else 0, size - TAIL_BYTES))
             text = fh.read().decode("utf-8", errors="replace")
     except OSError:
         return None

@@ -1,7 +1,7 @@
 """The Wine target's guest operations and deploy plan.
 
 Every Windows-side action goes through the target's agent (agent.py: one
-wazabi-wine-client.exe per task, built on Linux from vm/wine/client, driven
+wazabi-wine-client.exe per task, built on Linux from the package's agent crate, driven
 over stdin/stdout): service query/stop/start through the SCM API with sc.exe's
 numbers, the ImagePath value, the device checks, FailAtStep, the certificate
 trust and WinVerifyTrust. Wine's own programs remain where only they do the
@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-import shutil
-import subprocess
 from pathlib import Path, PureWindowsPath
 from typing import Any
 
 from ...core.config import Section
 from ...core.context import RunContext
-from ...core.errors import CheckFailed, EnvironmentProblem, PipelineError, StepFailed
+from ...core.errors import CheckFailed, PipelineError, StepFailed
 from ...core.files import copy_atomic, sha256_file
 from ...parse.winparse import diagnose_sc_error
 from ...transports.base import PushResult
@@ -45,8 +43,9 @@ from ..state import (
     _sys_file,
 )
 from ..steps import _old_build_in_the_way, _plan_push, step_load, step_push, step_read_state, step_smoke, step_stop_old, step_verify
-from . import inf_install
-from .agent import STATE_NAMES, Agent, AgentTimeout, answer_number, status_text, unreadable
+from . import imports, inf_install
+from .agent import AGENT_NAME as CLIENT_NAME
+from .agent import STATE_NAMES, Agent, AgentTimeout, answer_number, build_agent, status_text, unreadable
 from .capture import Pump, WineCapture
 from .prefix import Completed, WinePrefix
 
@@ -56,8 +55,6 @@ STOP_WAIT_MS = 30_000
 HOST_EXIT_TIMEOUT = 10.0  # seconds a stopped driver's winedevice.exe may take to end
 HOST_WAKE_AFTER = 2.0  # seconds after which a host that still has the image is sent a request (see _stop)
 TOOLS_DIR = "C:\\driverpipe"
-CLIENT_NAME = "wazabi-wine-client.exe"
-CLIENT_CRATE = ("vm", "wine", "client")
 # Wine's sc.exe prints its failures on the err channel: "failed to start service 1060",
 # "failed to query service status 1060", "failed to open service manager: 5".
 SC_FAILED = re.compile(r"failed to (?:\w+ ){0,3}?(?:service(?: status)?|service manager):? (\d+)")
@@ -267,27 +264,12 @@ class WineTarget(GuestOps):
 
     # ------------------------------------------------------------------ the client
     def client(self) -> str:
-        """The Windows path of the smoke/signature client in the prefix (built with cargo + rust-lld when needed)."""
-        crate = self.ctx.config.root.joinpath(*CLIENT_CRATE)
-        exe = crate / "target" / "x86_64-pc-windows-msvc" / "release" / CLIENT_NAME
+        """The Windows path of the agent in the prefix (agent.py builds it, in the user's cache, when needed)."""
+        exe = build_agent(dry=self.ctx.dry, say=self.ctx.say)
         remote = f"{TOOLS_DIR}\\{CLIENT_NAME}"
         if self.ctx.dry:
-            self.ctx.say(f"[dry] cargo build --release --locked in {crate}; copy {CLIENT_NAME} -> {remote}")
+            self.ctx.say(f"[dry] copy {CLIENT_NAME} -> {remote}")
             return remote
-        if not (crate / "Cargo.toml").is_file():
-            raise EnvironmentProblem(f"the Wine client crate {crate} is missing", "run from a checkout of the project")
-        if _fresh(exe, crate):  # no cargo start (~0.2 s) when nothing changed
-            self.push(exe, remote)
-            return remote
-        cargo = shutil.which("cargo")
-        if cargo is None:
-            raise EnvironmentProblem("cargo is not installed (the Wine target builds its client with it)", "install Rust with rustup")
-        done = subprocess.run([cargo, "build", "--release", "--locked", "-q"], cwd=crate, capture_output=True, text=True, timeout=600, check=False)
-        if done.returncode != 0 or not exe.is_file():
-            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            if "target may not be installed" in done.stderr or "can't find crate for `core`" in done.stderr:
-                raise EnvironmentProblem("the Rust standard library for x86_64-pc-windows-msvc is not installed", "rustup target add x86_64-pc-windows-msvc")
-            raise EnvironmentProblem(f"building the Wine client failed: {last}", f"run `cargo build --release` in {crate} to see why")
         self.push(exe, remote)
         return remote
 
@@ -412,6 +394,7 @@ class WineTarget(GuestOps):
                 return LoadResult(ok=False, start_code=None, ops=ops, message=installed.output)
         limit = float(ctx.config.project.expect.load.timeout)
         hosts_before = self.prefix.driver_host_pids()
+        log_mark = imports.log_mark(self.prefix.raw_log)  # a loader message of an earlier start is not this one's
         try:
             start = self._ask(["start", self.service], during="the service start", timeout=limit, may_time_out=True)
         except AgentTimeout:
@@ -442,6 +425,7 @@ class WineTarget(GuestOps):
             except PipelineError:
                 pass
         result.message = diagnose_sc_error(code, context={"op": "start", "service": self.service, "binpath": image, "failed_line": result.failed_line})
+        result.message = imports.loader_failure(self.prefix.raw_log, since=log_mark) or result.message
         return result
 
     def unload(self, ctx: RunContext, *, delete: bool = False) -> UnloadResult:
@@ -533,16 +517,6 @@ class WineTarget(GuestOps):
         svc = state.service
         what = "not installed" if not svc.exists else (svc.state_name or str(svc.state))
         return f"{state.os_caption}, prefix {self.prefix.path}, {self.service} {what}" + (f" ({svc.binary_path})" if svc.binary_path else "")
-
-
-def _fresh(exe: Path, crate: Path) -> bool:
-    """The agent's exe is newer than every file cargo would build it from."""
-    try:
-        built = exe.stat().st_mtime
-        sources = [crate / "Cargo.toml", crate / "Cargo.lock", crate / ".cargo" / "config.toml", *(crate / "src").rglob("*.rs")]
-        return all(src.stat().st_mtime <= built for src in sources if src.exists())
-    except OSError:
-        return False
 
 
 def _guest_dir(ctx: RunContext, section: Any) -> str:
