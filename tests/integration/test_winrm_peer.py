@@ -505,15 +505,15 @@ def test_a_script_blocked_in_a_call_retires_its_pool_and_the_next_scripts_run_in
     instead of queueing behind it in the pool's one runspace."""
     from driverpipe.core.locks import GuestLease
 
-    http_peer.knobs.block.add("Test-DeviceSmoke.ps1")
+    http_peer.knobs.block.add("Test-DeviceChecks.ps1")
     guest = connect(http_peer, script_timeout=3, operation_timeout=1, read_timeout=5)
     lease = GuestLease(guest, "C:\\WazabiEDR\\.driverpipe-lease.json", 60, "guest peer")
     try:
         lease.acquire(0, lambda _l: None)
         started = time.monotonic()
         with pytest.raises(GuestTimeout) as hung:
-            guest.run_batch([("Get-BootTime.ps1", {}), ("Test-DeviceSmoke.ps1", {"DevicePath": "\\\\.\\WazabiEDR"})])
-        assert "the batch of Get-BootTime.ps1, Test-DeviceSmoke.ps1 did not finish within 3 s" in hung.value.message
+            guest.run_batch([("Get-BootTime.ps1", {}), ("Test-DeviceChecks.ps1", {"DevicePath": "\\\\.\\WazabiEDR", "ChecksJson": "[]"})])
+        assert "the batch of Get-BootTime.ps1, Test-DeviceChecks.ps1 did not finish within 3 s" in hung.value.message
         assert "\n" not in hung.value.message and "new one" in hung.value.message
         assert http_peer.stats.pools_closed == 1, "the hung pool's shell was deleted at once"
         after = time.monotonic()

@@ -466,6 +466,7 @@ def write_manifest(pkg_dir: Path, name: str, backend: Backend, cert: TestCert, c
         },
         "files": {p.name: sha256_file(p) for p in _package_files(pkg_dir)},
         "model": package_model(pkg_dir),
+        "key_files": _key_file_hashes(cert.key, cert.pfx),
     }
     path = pkg_dir / MANIFEST
     write_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
@@ -583,6 +584,11 @@ def run(ctx: Any, *, new_cert: bool) -> SignResult | None:
     return sign_package(ctx, pkg_dir, name, backend=backend, cert=cert)
 
 
+def _key_file_hashes(*paths: Path | None) -> dict[str, str]:
+    """SHA-256 of the test key's files that exist (never the password): what `sign` signed with."""
+    return {p.suffix.lstrip("."): sha256_file(p) for p in paths if p is not None and p.is_file()}
+
+
 def _signed_unchanged(ctx: Any, pkg_dir: Path, name: str) -> bool:
     """`sign` on an unchanged package is a no-op: its files match the record `sign` wrote after verifying
     them, signed with the test certificate this checkout signs with now, still valid, by the configured backend."""
@@ -591,9 +597,12 @@ def _signed_unchanged(ctx: Any, pkg_dir: Path, name: str) -> bool:
         record = signed.manifest
         not_after = datetime.fromisoformat(str(record["cert"]["not_after"]))
         backend = str(ctx.config.project.sign.backend)
-        current = cert_dir(ctx) / f"{file_base(ctx.config.project.sign.cert_subject)}.cer"
+        base = cert_dir(ctx) / file_base(ctx.config.project.sign.cert_subject)
+        current = base.with_suffix(".cer")
         return (
-            (backend == "auto" or record.get("backend") == backend)
+            # The key files are inputs too: a PFX replaced or damaged since takes the full path, which checks it.
+            record.get("key_files") == _key_file_hashes(base.with_suffix(".key"), base.with_suffix(".pfx"))
+            and (backend == "auto" or record.get("backend") == backend)
             and (not_after.tzinfo is None or not_after > datetime.now(UTC))
             and current.is_file()
             and current.read_bytes() == signed.cert_path.read_bytes()
