@@ -13,6 +13,7 @@ from ..parse.text import native_text
 from ..parse.winparse import normalize_image_path
 from .operations import load_driver, ops_for, read_guest_state, unload_driver
 from .reboot import reboot_and_wait
+from .wine.folders import claim_push_folder
 from .state import (
     DEBUG_FILTER_WANTED,
     Deployment,
@@ -178,6 +179,9 @@ def step_stop_old(d: Deployment) -> None:
 
 
 def step_push(d: Deployment) -> None:
+    prefix = getattr(d.guest, "prefix", None)  # Wine: the folder is on this machine, and vm.revert deletes it
+    if prefix is not None and not d.ctx.dry:
+        claim_push_folder(prefix, d.dir)
     for f in d.to_push:
         remote = _join(d.dir, f.name)
         d.ctx.step(f"push {f.name} -> {remote}")
