@@ -13,7 +13,6 @@ from ..parse.text import native_text
 from ..parse.winparse import normalize_image_path
 from .operations import load_driver, ops_for, read_guest_state, unload_driver
 from .reboot import reboot_and_wait
-from .wine.folders import claim_push_folder
 from .state import (
     DEBUG_FILTER_WANTED,
     Deployment,
@@ -28,6 +27,7 @@ from .state import (
     _sys_file,
     cert_thumbprint,
 )
+from .wine.folders import claim_push_folder
 
 
 def _missing_preparation(state: GuestState) -> list[str]:

@@ -42,8 +42,8 @@ from typing import Any
 from ...core.errors import ConfigError, EnvironmentProblem, MissingTool, StepFailed
 from ...core.files import write_atomic
 from ...core.owned import PREFIX_MARKER, foreign_folder_problem, is_count, is_empty_dir, is_number, is_text, or_none, prefix_marker, read_record, table
-from .folders import PUSH_MARKER, TOOLS_DIR, claim_push_folder, owned_problem, push_folder_problem, remove_owned
 from ..reboot import Diagnosed
+from .folders import PUSH_MARKER, TOOLS_DIR, claim_push_folder, owned_problem, push_folder_problem, remove_owned
 
 STATE_DIR = ".driverpipe"
 HIVES = ("system.reg", "user.reg", "userdef.reg")
