@@ -63,6 +63,7 @@ def _unload(regress: Any, capture: Any, what: str) -> None:
 def test_load_unload_cycles(regress: Any, package: Any, capture: Any) -> None:
     cycles = int(regress.ctx.config.project.regress.cycles)
     for i in range(1, cycles + 1):
+        regress.renew()  # a long phase keeps its lease alive; refused -> the run stops (exit 3)
         _unload(regress, capture, f"cycle {i}/{cycles} unload")
         _assert_loaded(regress, capture, _load(regress, package, capture), f"cycle {i}/{cycles} load")
 
