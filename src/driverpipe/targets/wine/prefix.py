@@ -412,7 +412,7 @@ class WinePrefix:
     def _clear_run_records(self) -> None:
         with self.record_lock():
             data = self._run_record()
-            keep = {k: v for k, v in data.items() if k in ("raw_offset", "seq")}
+            keep = {k: v for k, v in data.items() if k in ("raw_offset", "seq", "log_size")}
             self._write_run_record(keep)
 
     def _ours(self, pid: int, token: Any) -> bool:
@@ -441,7 +441,8 @@ class WinePrefix:
 
     def start(self) -> None:
         """The persistent server, then the service manager with the capture environment. Reused when ours runs."""
-        claim_push_folder(self, TOOLS_DIR)  # the client is pushed there; marked so vm.revert may delete it
+        if self.drive_c.is_dir() and not self.foreign():
+            claim_push_folder(self, TOOLS_DIR)  # the client is pushed there; marked so vm.revert may delete it
         if self.running():
             return
         others = self.processes()
