@@ -8,7 +8,8 @@
   taken and renewed through Set-GuestLease.ps1, so runs from two machines
   exclude each other too. A lease whose owner is gone stops being renewed and
   expires; then the next run takes it over, with a warning. A holder on this
-  same host whose pid is gone is taken over at once, as the local lock does.
+  same machine and pid space (its record carries our machine identity, not just
+  our hostname) whose pid is gone is taken over at once, as the local lock does.
 
 Both fail closed: the holder file and the guest's answers are untrusted input,
 checked against a schema (`holder_record`). An answer that does not say
@@ -389,7 +390,7 @@ class GuestLease:
                 return
             holder: dict[str, Any] = result["holder"] or {}
             if _dead_here(holder):
-                # This host's own run that died: its pid is gone, so its lease is taken over now,
+                # This machine's own run that died: its pid is gone, so its lease is taken over now,
                 # as the local lock does (the guest checks it is still that very holder).
                 taken = self._call(TakeOverMachineId=holder["machine"], TakeOverProcessId=holder["pid"])
                 if taken["acquired"]:
