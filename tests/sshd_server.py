@@ -182,9 +182,14 @@ def session_main():
     """--in-vm: the VM-side session process running one guest script."""
     job = json.loads(sys.stdin.read())
     print(f"driverpipe-pid: {os.getpid()}", flush=True)
+    return emit(lambda out: run(job["name"], job["params"], out))
+
+
+def emit(body):
+    """Run body(out), print its extra lines and its JSON result last; a ScriptError is the error marker and exit 1."""
     out = []
     try:
-        result = run(job["name"], job["params"], out)
+        result = body(out)
     except ScriptError as exc:
         sys.stderr.write(ERROR_MARKER + str(exc) + "\n")
         return 1
@@ -315,16 +320,7 @@ def main():
     if name is None:
         sys.stderr.write("fake powershell: script text is not a known script\n")
         return 66
-    out = []
-    try:
-        result = run_direct(name, params, out) if (DIRECT / name).is_file() else run(name, params, out)
-    except ScriptError as exc:
-        sys.stderr.write(ERROR_MARKER + str(exc) + "\n")
-        return 1
-    for line in out:
-        print(line)
-    print(json.dumps(result, separators=(",", ":")))
-    return 0
+    return emit(lambda out: run_direct(name, params, out) if (DIRECT / name).is_file() else run(name, params, out))
 
 
 sys.exit(main())
