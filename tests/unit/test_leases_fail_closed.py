@@ -284,7 +284,7 @@ def test_windows_pid_probe_errors_are_handled(windows: dict[str, Any], monkeypat
 def test_regress_stops_its_phases_when_a_renewal_finds_the_guest_held_and_extends_the_lease_for_reboots() -> None:
     from types import SimpleNamespace
 
-    from driverpipe.checks.regress import RegressPlugin
+    from driverpipe.checks.regress import RegressPlugin, RegressSession
 
     class Lease:
         seconds = 900.0
@@ -309,6 +309,7 @@ def test_regress_stops_its_phases_when_a_renewal_finds_the_guest_held_and_extend
 
     ctx = SimpleNamespace(config=SimpleNamespace(project=SimpleNamespace(deploy=SimpleNamespace(reboot_timeout=600))))
     session = SimpleNamespace(lease=Lease(False), ctx=ctx, lease_lost=None, begin=lambda name: None, hung="")
+    session.renew = lambda seconds=None: RegressSession.renew(session, seconds)  # type: ignore[arg-type]
     RegressPlugin(session).pytest_runtest_setup(Item(2))  # type: ignore[arg-type]
     assert session.lease.asked == [900 + 2 * (600 + 120)], "a phase with two reboots extends the lease to outlive them"
     session.lease = Lease(True)
