@@ -179,9 +179,8 @@ def step_stop_old(d: Deployment) -> None:
 
 
 def step_push(d: Deployment) -> None:
-    prefix = getattr(d.guest, "prefix", None)  # Wine: the folder is on this machine, and vm.revert deletes it
-    if prefix is not None and not d.ctx.dry:
-        claim_push_folder(prefix, d.dir)
+    if getattr(d.guest, "kind", "") == "wine" and not d.ctx.dry:
+        claim_push_folder(d.guest.prefix, d.dir)  # the folder is on this machine, and vm.revert deletes it
     for f in d.to_push:
         remote = _join(d.dir, f.name)
         d.ctx.step(f"push {f.name} -> {remote}")
