@@ -128,7 +128,7 @@ def run_direct(name, p, out):
         inner = known.get(p["ScriptText"])
         if inner is None:
             raise ScriptError("the script text is not a shipped guest script")
-        return run(inner, json.loads(p.get("ParamsJson") or "{}"), out)
+        return in_vm(inner, json.loads(p.get("ParamsJson") or "{}"), out)
     if name == "Send-VmFile.ps1":
         if known.get(p["HashScript"]) != "Get-FileSha256.ps1" or known.get(p["CompleteScript"]) != "Complete-FileUpload.ps1":
             raise ScriptError("Send-VmFile needs the shipped hash and completion scripts")
@@ -155,6 +155,48 @@ def run_direct(name, p, out):
         Path(p["LocalPath"]).write_bytes(remote.read_bytes())
         return {"exists": True, "size": remote.stat().st_size}
     raise ScriptError(f"fake powershell cannot emulate {name}")
+
+
+def in_vm(name, params, out):
+    """The script runs in the VM's session process, not in this host-side one: killing this
+    process leaves it running. Its first output line is that process's pid (as Invoke-InVm.ps1
+    prints it), forwarded at once; the rest comes back when it ends."""
+    import subprocess
+
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--in-vm"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True, text=True,
+    )
+    child.stdin.write(json.dumps({"name": name, "params": params}))
+    child.stdin.close()
+    print(child.stdout.readline().rstrip("\n"), flush=True)  # driverpipe-pid: N
+    lines = child.stdout.read().splitlines()
+    err = child.stderr.read()
+    if child.wait() != 0:
+        raise ScriptError(err.strip().splitlines()[-1].replace(ERROR_MARKER, "") if err.strip() else "the VM session ended")
+    out.extend(lines[:-1])
+    return json.loads(lines[-1])
+
+
+def session_main():
+    """--in-vm: the VM-side session process running one guest script."""
+    job = json.loads(sys.stdin.read())
+    print(f"driverpipe-pid: {os.getpid()}", flush=True)
+    return emit(lambda out: run(job["name"], job["params"], out))
+
+
+def emit(body):
+    """Run body(out), print its extra lines and its JSON result last; a ScriptError is the error marker and exit 1."""
+    out = []
+    try:
+        result = body(out)
+    except ScriptError as exc:
+        sys.stderr.write(ERROR_MARKER + str(exc) + "\n")
+        return 1
+    for line in out:
+        print(line)
+    print(json.dumps(result, separators=(",", ":")))
+    return 0
 
 
 def sha256(path):
@@ -255,6 +297,8 @@ def run(name, p, out):
 
 def main():
     args = sys.argv[1:]
+    if args == ["--in-vm"]:
+        return session_main()
     if args[:3] != ["-NoProfile", "-NonInteractive", "-EncodedCommand"] or len(args) != 4:
         sys.stderr.write(f"fake powershell: unexpected arguments {args[:3]}\n")
         return 64
@@ -276,16 +320,7 @@ def main():
     if name is None:
         sys.stderr.write("fake powershell: script text is not a known script\n")
         return 66
-    out = []
-    try:
-        result = run_direct(name, params, out) if (DIRECT / name).is_file() else run(name, params, out)
-    except ScriptError as exc:
-        sys.stderr.write(ERROR_MARKER + str(exc) + "\n")
-        return 1
-    for line in out:
-        print(line)
-    print(json.dumps(result, separators=(",", ":")))
-    return 0
+    return emit(lambda out: run_direct(name, params, out) if (DIRECT / name).is_file() else run(name, params, out))
 
 
 sys.exit(main())

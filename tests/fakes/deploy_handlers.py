@@ -224,11 +224,14 @@ def test_guest_ready(m: FakeWindows, p: dict[str, Any]) -> dict[str, Any]:
 
 @handler("Set-GuestLease.ps1")
 def set_guest_lease(m: FakeWindows, p: dict[str, Any]) -> dict[str, Any]:
-    from .lease import decide
+    from .lease import SIDECAR, decide, sidecar_text
 
-    new, result = decide(m.files.get(p["Path"], b"").decode("utf-8", "replace"), p)
+    side = p["Path"] + SIDECAR
+    new, result = decide(m.files.get(p["Path"], b"").decode("utf-8", "replace"), p, sidecar=m.files.get(side, b"").decode("utf-8", "replace"))
     if new == "":
         m.files.pop(p["Path"], None)
+        m.files.pop(side, None)
     elif new is not None:
+        m.files[side] = sidecar_text(new).encode("utf-8")
         m.files[p["Path"]] = new.encode("utf-8")
     return result

@@ -168,3 +168,46 @@ def test_an_unchanged_package_is_not_signed_again_but_a_changed_one_is(env: Path
     assert (env / f"{NAME}.sys").read_bytes() == signed, "a no-op sign leaves the signed image alone"
     (env / f"{NAME}.inf").write_bytes((env / f"{NAME}.inf").read_bytes() + b"\r\n; changed\r\n")
     assert sign.run(_ctx(project)[0], new_cert=False) is not None, "a changed package file is signed again"
+
+
+def _rewrite_record(pkg: Path, **cert: str) -> None:
+    """What a hostile or careless hand does: the record edited to match the files as they are now."""
+    import hashlib
+    import json
+
+    from driverpipe.core.files import sha256_file
+
+    path = pkg / sign.MANIFEST
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["cert"].update(cert)
+    cer = pkg / data["cert"]["file"]
+    data["cert"]["thumbprint_sha1"] = hashlib.sha1(cer.read_bytes()).hexdigest().upper()
+    data["files"] = {name: sha256_file(pkg / name) for name in data["files"]}
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+def test_a_package_resigned_with_another_certificate_is_refused(env: Path, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check verifies against this pipeline's own test certificate, never the .cer the package brings."""
+    ours = _sign(project, env)
+    assert sign.check_signed_dir(env, NAME, _ctx(project)[0]).cert_path.read_bytes() == ours.cert.cer.read_bytes()
+    monkeypatch.setenv("XDG_DATA_HOME", str(project / "someone-else"))  # another self-made certificate, its own .cer and record
+    theirs = _sign(project, env)
+    assert theirs.cert.thumbprint != ours.cert.thumbprint
+    assert sign.check_signed_dir(env, NAME, _ctx(project)[0]).manifest["cert"]["thumbprint_sha1"] == theirs.cert.thumbprint  # their own view
+    monkeypatch.setenv("XDG_DATA_HOME", str(project / "data"))
+    with pytest.raises(sign.PackageTampered) as refused:
+        sign.check_signed_dir(env, NAME, _ctx(project)[0])
+    assert "is not this pipeline's test certificate" in refused.value.message and "\n" not in refused.value.message
+
+
+def test_a_garbage_certificate_with_a_matching_record_is_one_line(env: Path, project: Path) -> None:
+    _sign(project, env)
+    cer = next(env.glob("*.cer"))
+    cer.write_bytes(b"not a certificate at all")
+    _rewrite_record(env)
+    with pytest.raises(sign.PackageTampered) as refused:
+        sign.check_signed_dir(env, NAME, _ctx(project)[0])
+    assert "\n" not in refused.value.message and "Traceback" not in refused.value.message
+    # The verifier itself: a certificate lief or cryptography cannot parse is a problem line, never a ValueError.
+    problems = sign.verify_signatures(_ctx(project)[0], env, NAME, cer)
+    assert problems and all("\n" not in p for p in problems) and "cannot be parsed" in problems[-1]

@@ -95,3 +95,52 @@ def test_start_refuses_a_foreign_wineserver_beside_a_stale_recorded_pid(tmp_path
             os.kill(foreign, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def test_a_pump_killed_between_its_append_and_its_record_leaves_no_line_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C or a kill right after the append to dbgprint.log, before the raw offset is recorded:
+    the next pump cuts the log back to the recorded size and converts those lines once."""
+    prefix = WinePrefix(tmp_path / "pfx")
+    prefix.state_dir.mkdir(parents=True)
+    prefix.raw_log.write_text("".join(_raw(i) for i in range(5)), encoding="utf-8")
+    assert Pump(prefix).pump() == 5
+    with prefix.raw_log.open("a", encoding="utf-8") as fh:
+        fh.write("".join(_raw(i) for i in range(5, 9)))
+    real_record = WinePrefix.record
+
+    def interrupted(self: WinePrefix, **changes: object) -> object:
+        if "raw_offset" in changes:
+            raise KeyboardInterrupt  # the append is done, the offset not yet recorded
+        return real_record(self, **changes)
+
+    monkeypatch.setattr(WinePrefix, "record", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Pump(prefix).pump()
+    monkeypatch.setattr(WinePrefix, "record", real_record)
+    assert Pump(WinePrefix(prefix.path)).pump() == 4
+    rows = [line.split("\t") for line in (prefix.state_dir / "dbgprint.log").read_text(encoding="utf-8").splitlines()]
+    assert [row[2] for row in rows] == [f"[WazabiEDR] line {i}" for i in range(9)], "every line once, in order"
+    assert [int(row[0]) for row in rows] == list(range(1, 10))
+
+
+def test_a_recreated_raw_log_shorter_than_the_capture_start_is_capture_lost_never_a_pass(project: Path, tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from driverpipe.core.config import load
+    from driverpipe.core.context import RunContext
+    from driverpipe.core.errors import CheckFailed
+    from driverpipe.targets.wine.capture import WineCapture
+
+    prefix = WinePrefix(tmp_path / "pfx")
+    prefix.state_dir.mkdir(parents=True)
+    prefix.raw_log.write_text("".join(_raw(i) for i in range(50)), encoding="utf-8")
+    ctx = RunContext(config=load(root=project), echo=lambda _l: None, progress=lambda _l: None)
+    capture = WineCapture(ctx, SimpleNamespace(pump=Pump(prefix)), "fault-1", sleep=lambda _s: None)
+    assert capture._raw_start == prefix.raw_log.stat().st_size > 0
+    prefix.raw_log.write_text(_raw(0), encoding="utf-8")  # recreated (a reset): shorter than where the capture started
+    with pytest.raises(CheckFailed) as lost:
+        capture.unwind_leak()
+    assert lost.value.message.startswith("capture lost: ") and "\n" not in lost.value.message
+    prefix.raw_log.unlink()
+    with pytest.raises(CheckFailed, match="capture lost"):
+        capture.unwind_leak()

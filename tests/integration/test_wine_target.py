@@ -286,6 +286,38 @@ def test_a_deleted_prefix_is_recreated_and_a_broken_one_is_reset_by_vm_revert(ch
     _stop(prefix)
 
 
+def test_vm_revert_and_deploy_never_reach_through_wines_link_to_the_users_home(checkout: Path, wine_state: Path, tmp_path: Path) -> None:
+    """wineboot links users/<u>/Documents to the user's home: a guest_dir under it is the user's real
+    folder. Refused by `vm.revert` and by the push, in one line; nothing in that folder changes."""
+    import getpass
+
+    home = tmp_path / "home"
+    (home / "Documents").mkdir(parents=True)
+    prefix = wine_state.parent / "linked-prefix"
+    guest_dir = f"C:\\users\\{getpass.getuser()}\\Documents\\drv"
+    (checkout / "user-config.toml").write_text(
+        f"[targets.w3]\ntransport = 'wine'\nguest_dir = '{guest_dir}'\n[targets.w3.wine]\nprefix = '{prefix}'\n", encoding="utf-8"
+    )
+    assert invoke(checkout, "build", "sign").returncode == 0
+    tools = {k: os.environ.get(k, str(Path.home() / d)) for k, d in (("RUSTUP_HOME", ".rustup"), ("CARGO_HOME", ".cargo"))}
+    env = {"HOME": str(home), **tools}
+    try:
+        assert invoke(checkout, "vm.start", "--target", "w3", **env).returncode == 0
+        link = prefix / "drive_c" / "users" / getpass.getuser() / "Documents"
+        assert link.is_symlink() and link.resolve().is_relative_to(home), "Wine's own link to the home"
+        theirs = link.resolve() / "drv"
+        theirs.mkdir()
+        (theirs / "thesis.tex").write_text("mine\n", encoding="utf-8")
+        before = sorted(p.name for p in theirs.iterdir())
+        revert = invoke(checkout, "vm.revert", "--target", "w3", **env)
+        assert revert.returncode == 2 and "symbolic link" in one_error(revert), revert.stderr
+        deploy = invoke(checkout, "deploy", "--target", "w3", **env)
+        assert deploy.returncode == 2 and "symbolic link" in one_error(deploy), deploy.stderr
+        assert sorted(p.name for p in theirs.iterdir()) == before and (theirs / "thesis.tex").read_text() == "mine\n"
+    finally:
+        _stop(prefix)
+
+
 def test_a_prefix_inside_the_project_is_refused(checkout: Path) -> None:
     _own_prefix_target(checkout, checkout / "prefix")
     done = invoke(checkout, "deploy", "--target", "w2")

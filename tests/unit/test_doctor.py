@@ -95,6 +95,18 @@ def test_doctor_shows_who_holds_the_target(project: Path, monkeypatch: pytest.Mo
     assert json.loads(machine.files["C:\\WazabiEDR\\.driverpipe-lease.json"])["token"] == "other", "doctor takes nothing"
 
 
+def test_a_garbled_lease_answer_is_a_warning_never_not_leased(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Garbling(FakeGuest):
+        def run_script(self, script: str, params: dict | None = None, **kw: object) -> object:  # type: ignore[override]
+            return "<html>proxy error</html>" if script == "Set-GuestLease.ps1" else super().run_script(script, params, **kw)
+
+    machine = FakeWindows.prepared()
+    monkeypatch.setattr("driverpipe.transports.connect.open_guest", lambda ctx, target: Garbling(machine, "lab"))
+    ctx, _ = _ctx(project)
+    checks = {c.name: c for c in doctor.collect(ctx, target="lab", tasks=["deploy"])}
+    assert checks["target lab: lease"].status == "warn" and "unreadable" in checks["target lab: lease"].detail
+
+
 def test_a_driver_store_package_of_ours_signed_otherwise_is_named(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     machine = FakeWindows.prepared()
     monkeypatch.setattr("driverpipe.transports.connect.open_guest", lambda ctx, target: FakeGuest(machine, "lab"))

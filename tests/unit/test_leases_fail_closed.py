@@ -25,9 +25,12 @@ from fakes.package import StubPackage
 LEASE = "C:\\WazabiEDR\\.driverpipe-lease.json"
 
 
-def _other(expires_in: float = 600, host: str = "runner-7", pid: int = 4242) -> bytes:
+def _other(expires_in: float = 600, host: str = "runner-7", pid: int = 4242, machine: str | None = None) -> bytes:
     now = int(time.time())
-    return json.dumps({"token": "other", "owner": "ci", "host": host, "pid": pid, "started": now, "expires": now + expires_in}).encode()
+    lease = {"token": "other", "owner": "ci", "host": host, "pid": pid, "started": now, "expires": now + expires_in}
+    if machine is not None:
+        lease["machine"] = machine
+    return json.dumps(lease).encode()
 
 
 def _lease(guest: Any, seconds: float = 900) -> GuestLease:
@@ -160,7 +163,7 @@ def test_the_script_reads_a_lease_it_cannot_parse_as_held_and_queries_without_cr
 def test_a_dead_holder_of_this_host_is_taken_over_one_of_another_host_only_after_expiry(monkeypatch: pytest.MonkeyPatch) -> None:
     machine = FakeWindows.prepared()
     said: list[str] = []
-    machine.files[LEASE] = _other(host=socket.gethostname(), pid=4242)
+    machine.files[LEASE] = _other(host=socket.gethostname(), pid=4242, machine=locks.machine_id())
     monkeypatch.setattr(locks, "_alive", lambda pid: pid != 4242)
     lease = _lease(FakeGuest(machine, name="lab"))
     lease.acquire(0, said.append)
@@ -281,7 +284,7 @@ def test_windows_pid_probe_errors_are_handled(windows: dict[str, Any], monkeypat
 def test_regress_stops_its_phases_when_a_renewal_finds_the_guest_held_and_extends_the_lease_for_reboots() -> None:
     from types import SimpleNamespace
 
-    from driverpipe.checks.regress import RegressPlugin
+    from driverpipe.checks.regress import RegressPlugin, RegressSession
 
     class Lease:
         seconds = 900.0
@@ -306,6 +309,7 @@ def test_regress_stops_its_phases_when_a_renewal_finds_the_guest_held_and_extend
 
     ctx = SimpleNamespace(config=SimpleNamespace(project=SimpleNamespace(deploy=SimpleNamespace(reboot_timeout=600))))
     session = SimpleNamespace(lease=Lease(False), ctx=ctx, lease_lost=None, begin=lambda name: None, hung="")
+    session.renew = lambda seconds=None: RegressSession.renew(session, seconds)  # type: ignore[arg-type]
     RegressPlugin(session).pytest_runtest_setup(Item(2))  # type: ignore[arg-type]
     assert session.lease.asked == [900 + 2 * (600 + 120)], "a phase with two reboots extends the lease to outlive them"
     session.lease = Lease(True)
@@ -313,3 +317,83 @@ def test_regress_stops_its_phases_when_a_renewal_finds_the_guest_held_and_extend
     with pytest.raises(LeaseLost):
         RegressPlugin(session).pytest_runtest_setup(item)  # type: ignore[arg-type]
     assert session.lease_lost is not None and "ci@runner-7" in str(item.session.shouldstop), "no further phase runs"
+
+
+@pytest.mark.parametrize(
+    "machine",
+    [None, "", "linux:0123456789abcdef0123456789abcdef:pidns-4026531836", "PIDNS"],
+    ids=["older-record-without-identity", "empty-identity", "another-machine", "same-machine-other-pid-namespace"],
+)
+def test_a_shared_hostname_is_not_this_host(monkeypatch: pytest.MonkeyPatch, machine: str | None) -> None:
+    """A container with host networking or a cloned runner has our hostname but not our pid space:
+    its live lease is never taken over because a pid of that number is gone here."""
+    if machine == "PIDNS":
+        machine = locks.machine_id().rsplit(":", 1)[0] + ":pidns-1"
+    guest = FakeWindows.prepared()
+    guest.files[LEASE] = _other(host=socket.gethostname(), pid=4242, machine=machine)
+    monkeypatch.setattr(locks, "_alive", lambda pid: pid != 4242)
+    with pytest.raises(EnvironmentProblem, match=r"leased by ci@"):
+        _lease(FakeGuest(guest, name="lab")).acquire(0, lambda _l: None)
+    assert json.loads(guest.files[LEASE])["token"] == "other"
+    # The guest script itself refuses a take-over whose machine id does not match the lease's.
+    p = {"Path": LEASE, "Token": "mine", "Seconds": 900, "TakeOverMachineId": locks.machine_id(), "TakeOverProcessId": 4242}
+    assert fake_lease.decide(guest.files[LEASE].decode(), p)[1]["acquired"] is False
+
+
+def test_the_machine_identity_is_machine_id_and_pid_namespace_and_is_written_into_records(tmp_path: Path) -> None:
+    ident = locks.machine_id()
+    assert Path("/etc/machine-id").read_text().strip() in ident and f"pidns-{os.stat('/proc/self/ns/pid').st_ino}" in ident
+    lock = LocalLock(tmp_path / "t.lock", "target t")
+    lock.acquire(0, lambda _l: None)
+    try:
+        assert lock.holder()["machine"] == ident  # type: ignore[index]
+    finally:
+        lock.release()
+    guest = FakeWindows.prepared()
+    lease = _lease(FakeGuest(guest, name="lab"))
+    lease.acquire(0, lambda _l: None)
+    assert json.loads(guest.files[LEASE])["machine"] == ident
+    lease.release()
+
+
+@pytest.mark.parametrize("error", [0, 6, 8, 31, 1450], ids=["no-error", "invalid-handle", "no-memory", "general", "no-resources"])
+def test_windows_pid_probe_an_open_failure_other_than_87_is_alive(windows: dict[str, Any], error: int) -> None:
+    windows["dll"] = Kernel32(0)
+    windows["last_error"] = error
+    assert locks._alive(1234) is True
+
+
+def test_windows_pid_probe_wait_failed_is_alive(windows: dict[str, Any]) -> None:
+    windows["dll"] = Kernel32(0x44, wait=0xFFFFFFFF)  # WAIT_FAILED says nothing about the process
+    assert locks._alive(1234) is True and windows["dll"].closed == [0x44]
+
+
+@pytest.mark.parametrize("answer", [None, "text", [1], {"acquired": False, "holder": "x"}, {"holder": {"owner": "a", "pid": "12ab"}}])
+def test_a_garbled_query_answer_is_an_unreadable_holder_never_not_leased(answer: Any) -> None:
+    holder = _lease(Answers(answer)).query()
+    assert holder is not None and holder.get("unreadable") and "unreadable" in locks.describe(holder)
+    assert _lease(Answers({"acquired": False, "holder": None})).query() is None
+
+
+def test_an_unreadable_lease_is_held_for_the_holders_lease_length_not_the_callers(tmp_path: Path) -> None:
+    path = tmp_path / "guest" / "lease.json"
+    holder = {"Path": str(path), "Token": "theirs", "Owner": "ci", "Machine": "h", "ProcessId": 7, "Seconds": 3600}
+    assert fake_lease.on_local_file(path, holder)["acquired"] is True
+    assert path.with_name(path.name + ".expires").is_file(), "the sidecar is written with the lease"
+    path.write_bytes(b"\0" * 64)  # torn by a bugcheck
+    old = time.time() - 120
+    os.utime(path, (old, old))
+    caller = {**holder, "Token": "mine", "Seconds": 60}
+    answer = fake_lease.on_local_file(path, caller)
+    assert answer["acquired"] is False and answer["holder"]["expires"] > time.time() + 3000
+    assert fake_lease.decide("\0" * 64, caller, mtime=old)[1]["acquired"] is True, "without the sidecar: the caller's length"
+
+
+def test_the_script_keeps_the_machine_identity_and_the_expiry_sidecar() -> None:
+    """What the fake keeps is what the script says (PowerShell itself does not run here)."""
+    from driverpipe.core.scripts import load_script, script_path
+
+    text = load_script(script_path("Set-GuestLease.ps1"))
+    assert "$TakeOverMachine " not in text and "($current.machine -eq $TakeOverMachineId)" in text
+    assert "machine = $MachineId" in text and "'.expires'" in text
+    assert text.index("$Path + '.expires'), [string]($now + $Seconds)") < text.index("@($Path, ($lease"), "the sidecar is written first"

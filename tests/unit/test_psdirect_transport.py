@@ -189,3 +189,45 @@ def test_vm_start_waits_for_the_guest_over_powershell_direct(project: Path, fake
     (fake / "vm-off").unlink()
     assert probe() is True
     assert [c["script"] for c in fake_calls(fake)] == ["Invoke-InVm.ps1", "Invoke-InVm.ps1"]
+
+
+def _proc_gone(pid: int, within: float = 10.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return True
+        if stat.rsplit(")", 1)[-1].split()[0] == "Z":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_timed_out_script_is_ended_inside_the_vm_from_a_new_session(fake: Path, tmp_path: Path) -> None:
+    """Killing powershell.exe on the host leaves the VM session's script running (holding its device
+    handle): the VM-side pid the session announced is ended with its tree from a second session."""
+    import time
+
+    from driverpipe.transports.errors import GuestTimeout
+
+    pid_file = tmp_path / "stubborn.pid"
+    guest = _guest()
+    with pytest.raises(GuestTimeout) as info:
+        guest.run_script("Start-Stubborn.ps1", {"PidFile": str(pid_file)}, timeout=3)
+    assert "Start-Stubborn.ps1 did not finish within 3 s" in info.value.message and "\n" not in info.value.message
+    pid = int(pid_file.read_text())
+    assert _proc_gone(pid), "the script still runs in the VM"
+    scripts = [c["script"] for c in fake_calls(fake)]
+    assert scripts == ["Invoke-InVm.ps1", "Invoke-InVm.ps1"], "one more session: Stop-ProcessTree.ps1 for the VM-side pid"
+    started = time.monotonic()
+    assert guest.run_script("Get-EchoParams.ps1", {"Count": 1}) == {"params": {"Count": 1}}
+    assert time.monotonic() - started < 30
+
+
+def test_invoke_in_vm_announces_the_vm_side_pid_first_inside_the_session() -> None:
+    text = load_script(SCRIPTS_DIR / "Invoke-InVm.ps1")
+    block = text[text.index("-ScriptBlock {") :]
+    assert block.index("'driverpipe-pid: ' + $PID") < block.index("& ([scriptblock]::Create($Text))")

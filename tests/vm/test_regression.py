@@ -76,6 +76,7 @@ def test_load_unload_cycles(regress: Any, package: Any, capture: Any) -> None:
     if not _loaded(regress):  # the deploy phase failed: start from a load of our own
         _assert_loaded(regress, capture, _load(regress, package, capture), "load before the cycles")
     for i in range(1, cycles + 1):
+        regress.renew()  # a long phase keeps its lease alive; refused -> the run stops (exit 3)
         _unload(regress, capture, f"cycle {i}/{cycles} unload")
         _assert_loaded(regress, capture, _load(regress, package, capture), f"cycle {i}/{cycles} load")
 

@@ -120,6 +120,23 @@ class RegressSession:
                 except Exception:
                     pass
 
+    def renew(self, seconds: float | None = None) -> None:
+        """Keep the run's lease on the guest (before every phase, and inside any long one: each
+        load/unload cycle). Refused (another run holds the guest now) -> LeaseLost: the run stops."""
+        from ..core.locks import LeaseLost
+
+        if self.lease is None:
+            return
+        if self.lease_lost is not None:
+            raise self.lease_lost  # never touch the guest again once it is someone else's
+        try:
+            self.lease.renew(seconds)
+        except LeaseLost as lost:
+            self.lease_lost = lost
+            raise
+        except PipelineError:
+            pass  # an unreachable guest shows in the phase's own next step
+
     # --- phase bookkeeping ------------------------------------------------
     def begin(self, name: str) -> PhaseRecord:
         record = PhaseRecord(name=name, started=time.time())
@@ -320,14 +337,11 @@ class RegressPlugin:
             reboots = int(marker.args[0]) if marker is not None and marker.args else 0
             seconds = self.session.lease.seconds + reboots * (float(self.session.ctx.config.project.deploy.reboot_timeout) + 120)
             try:
-                self.session.lease.renew(seconds)
+                self.session.renew(seconds)
             except LeaseLost as lost:
                 # Another run holds the guest now: no further phase may touch it.
-                self.session.lease_lost = lost
                 item.session.shouldstop = lost.message
                 raise
-            except PipelineError:
-                pass  # an unreachable guest shows in the phase itself
         self.session.begin(item.name)
         self.session.hung = ""
 
@@ -347,6 +361,8 @@ class RegressPlugin:
 
         if call.when == "call" and call.excinfo is not None and isinstance(call.excinfo.value, GuestTimeout):
             self.session.hung = str(call.excinfo.value)
+        if self.session.lease_lost is not None:
+            item.session.shouldstop = self.session.lease_lost.message  # lost inside a phase (a cycle's renewal): stop after it
 
     def pytest_runtest_logreport(self, report: Any) -> None:
         record = self.session.current

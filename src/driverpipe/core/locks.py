@@ -8,7 +8,8 @@
   taken and renewed through Set-GuestLease.ps1, so runs from two machines
   exclude each other too. A lease whose owner is gone stops being renewed and
   expires; then the next run takes it over, with a warning. A holder on this
-  same host whose pid is gone is taken over at once, as the local lock does.
+  same machine and pid space (its record carries our machine identity, not just
+  our hostname) whose pid is gone is taken over at once, as the local lock does.
 
 Both fail closed: the holder file and the guest's answers are untrusted input,
 checked against a schema (`holder_record`). An answer that does not say
@@ -27,6 +28,7 @@ import json
 import math
 import os
 import socket
+import subprocess
 import sys
 import time
 import uuid
@@ -46,7 +48,42 @@ def _me() -> dict[str, Any]:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = "unknown"
-    return {"owner": user, "host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+    return {"owner": user, "host": socket.gethostname(), "machine": machine_id(), "pid": os.getpid(), "started": time.time()}
+
+
+_MACHINE: list[str] = []
+
+
+def machine_id() -> str:
+    """Who "this host" is for a pid: a hostname is shared by a container with host networking and
+    by cloned CI runners, a pid space is not. '' when unknown: then no holder is ever ours by pid.
+
+    Linux: /etc/machine-id plus the pid namespace's inode; Windows: the MachineGuid; macOS:
+    the IOPlatformUUID."""
+    if not _MACHINE:
+        _MACHINE.append(_read_machine_id())
+    return _MACHINE[0]
+
+
+def _read_machine_id() -> str:
+    try:
+        if sys.platform == "win32":
+            import winreg
+
+            with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, r"SOFTWARE\Microsoft\Cryptography", 0, winreg.KEY_READ | winreg.KEY_WOW64_64KEY) as key:
+                guid = str(winreg.QueryValueEx(key, "MachineGuid")[0]).strip()
+            return f"win:{guid}" if guid else ""
+        if sys.platform == "darwin":
+            import re
+
+            out = subprocess.run(["ioreg", "-rd1", "-c", "IOPlatformExpertDevice"], capture_output=True, text=True, timeout=10, check=False).stdout
+            found = re.search(r'"IOPlatformUUID"\s*=\s*"([0-9A-Fa-f-]+)"', out)
+            return f"mac:{found.group(1)}" if found else ""
+        machine = Path("/etc/machine-id").read_text(encoding="ascii").strip()
+        pidns = os.stat("/proc/self/ns/pid").st_ino
+        return f"linux:{machine}:pidns-{pidns}" if machine else ""
+    except (OSError, ValueError, ImportError, subprocess.SubprocessError):
+        return ""
 
 
 # Windows pids are DWORDs (multiples of 4); Linux's pid_max is at most 2**22. Anything outside is garbage.
@@ -60,7 +97,7 @@ def holder_record(data: Any) -> dict[str, Any] | None:
     if not isinstance(data, dict):
         return None
     out: dict[str, Any] = {}
-    for key in ("owner", "host"):
+    for key in ("owner", "host", "machine"):
         value = data.get(key, "")
         if not isinstance(value, str) or len(value) > HOLDER_TEXT_MAX or "\0" in value:
             return None
@@ -95,8 +132,8 @@ def describe(holder: dict[str, Any]) -> str:
 # Win32 constants for the pid probe.
 _SYNCHRONIZE = 0x00100000
 _PROCESS_QUERY_LIMITED_INFORMATION = 0x1000
-_ERROR_ACCESS_DENIED = 5
-_WAIT_TIMEOUT = 0x102
+_ERROR_INVALID_PARAMETER = 87
+_WAIT_OBJECT_0 = 0
 
 
 def _alive_windows(pid: int) -> bool:
@@ -112,10 +149,12 @@ def _alive_windows(pid: int) -> bool:
     kernel32.CloseHandle.argtypes = (ctypes.c_void_p,)
     handle = kernel32.OpenProcess(_SYNCHRONIZE | _PROCESS_QUERY_LIMITED_INFORMATION, 0, pid)
     if not handle:
-        # Access denied: it exists (another user's process). Anything else (87): no such process.
-        return bool(ctypes.get_last_error() == _ERROR_ACCESS_DENIED)  # type: ignore[attr-defined]
+        # Only ERROR_INVALID_PARAMETER says "no such process"; access denied, out of handles
+        # and anything else say nothing, so it counts as alive (never taken over on doubt).
+        return bool(ctypes.get_last_error() != _ERROR_INVALID_PARAMETER)  # type: ignore[attr-defined]
     try:
-        return bool(kernel32.WaitForSingleObject(handle, 0) == _WAIT_TIMEOUT)  # signalled: it has exited
+        # Dead only when the process object is signalled; a timeout or WAIT_FAILED counts as alive.
+        return bool(kernel32.WaitForSingleObject(handle, 0) != _WAIT_OBJECT_0)
     finally:
         kernel32.CloseHandle(handle)
 
@@ -133,6 +172,20 @@ def _alive(pid: int) -> bool:
     except (OSError, OverflowError, ValueError, AttributeError):
         return True  # PermissionError (another user's process) or a probe that failed: assume it runs
     return True
+
+
+def _dead_here(holder: dict[str, Any]) -> bool:
+    """The holder is a run of this very machine and pid space whose pid is provably gone.
+    A record without the machine identity (older, or unknown) is another host's: expiry only."""
+    mine = machine_id()
+    return (
+        bool(holder)
+        and not holder.get("unreadable")
+        and bool(mine)
+        and holder.get("machine") == mine
+        and holder.get("pid") != os.getpid()
+        and not _alive(int(holder.get("pid") or 0))
+    )
 
 
 @dataclass
@@ -192,7 +245,7 @@ class LocalLock:
                 shown = True
             time.sleep(POLL_S)
         previous = self.holder()
-        if previous and previous["pid"] != os.getpid() and previous["host"] == socket.gethostname() and not _alive(previous["pid"]):
+        if previous and _dead_here(previous):
             say(f"warning: {self.what} was left by {describe(previous)}, which is gone; taking it over")
         write_durably(self.holder_file, json.dumps({**_me(), "what": self.what}).encode("utf-8"))
 
@@ -276,14 +329,16 @@ class LeaseLost(EnvironmentProblem):
 def _answer(raw: Any) -> dict[str, Any]:
     """Set-GuestLease.ps1's answer, checked: anything but a dict saying acquired = true is "not acquired"."""
     if not isinstance(raw, dict):
-        return {"acquired": False, "holder": None, "took_over": None, "garbled": True}
+        return {"acquired": False, "holder": None, "took_over": None, "garbled": True, "holder_garbled": True}
     holder = raw.get("holder")
     took_over = raw.get("took_over")
+    checked = holder_record(holder) if isinstance(holder, dict) else None
     return {
         "acquired": raw.get("acquired") is True,
-        "holder": holder_record(holder) if isinstance(holder, dict) else None,
+        "holder": checked,
         "took_over": holder_record(took_over) if isinstance(took_over, dict) else None,
         "garbled": False,
+        "holder_garbled": holder is not None and checked is None,
     }
 
 
@@ -314,6 +369,7 @@ class GuestLease:
                 "Token": self.token,
                 "Owner": me["owner"],
                 "Machine": me["host"],
+                "MachineId": me["machine"],
                 "ProcessId": me["pid"],
                 "Seconds": int(seconds or self.seconds),
                 **params,
@@ -333,10 +389,10 @@ class GuestLease:
                     say(f"warning: the lease on {self.what} held by {describe(expired)} had expired; taking it over")
                 return
             holder: dict[str, Any] = result["holder"] or {}
-            if self._dead_here(holder):
-                # This host's own run that died: its pid is gone, so its lease is taken over now,
+            if _dead_here(holder):
+                # This machine's own run that died: its pid is gone, so its lease is taken over now,
                 # as the local lock does (the guest checks it is still that very holder).
-                taken = self._call(TakeOverMachine=holder["host"], TakeOverProcessId=holder["pid"])
+                taken = self._call(TakeOverMachineId=holder["machine"], TakeOverProcessId=holder["pid"])
                 if taken["acquired"]:
                     self.held = True
                     say(f"warning: the lease on {self.what} was left by {describe(holder)}, which is gone; taking it over")
@@ -352,16 +408,6 @@ class GuestLease:
                 say(f"waiting up to {wait:g} s for {self.what}: leased by {who}")
                 shown = True
             time.sleep(min(2.0, max(POLL_S, deadline - clock())))
-
-    @staticmethod
-    def _dead_here(holder: dict[str, Any]) -> bool:
-        return (
-            bool(holder)
-            and not holder.get("unreadable")
-            and holder.get("host") == socket.gethostname()
-            and holder.get("pid") != os.getpid()
-            and not _alive(int(holder.get("pid") or 0))
-        )
 
     def renew(self, seconds: float | None = None) -> None:
         """Keep the lease (for `seconds`, when a long phase needs more than the usual length).
@@ -380,8 +426,12 @@ class GuestLease:
         )
 
     def query(self) -> dict[str, Any] | None:
-        """Who holds an unexpired lease (without taking it, creating nothing); None when nobody does."""
-        return self._call(Query=True)["holder"]
+        """Who holds an unexpired lease (without taking it, creating nothing); None when nobody does.
+        An answer that cannot be read is never "nobody": it names itself as an unreadable holder."""
+        result = self._call(Query=True)
+        if result["holder_garbled"]:
+            return {"unreadable": "the guest's answer to the lease query could not be read", "owner": "?", "host": "?", "pid": 0}
+        return result["holder"]
 
     def release(self) -> None:
         if self.held:

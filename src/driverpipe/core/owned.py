@@ -112,14 +112,63 @@ def remove_owned(path: Path, *markers: str, key: str = "") -> bool:
     if is_empty_dir(path):
         path.rmdir()
         return True
-    if path.is_symlink() or not path.is_dir() or not any((path / marker).is_file() for marker in markers):
+    problem = owned_problem(path, *markers)
+    if problem:
         named = f"{key} {path}" if key else str(path)
         raise ConfigError(
-            f"{named} was not made by driverpipe (no {markers[0]} in it); it is left as it is, never deleted",
+            f"{named} {problem}; it is left as it is, never deleted",
             f"move it out of the way yourself, or point {key or 'the setting'} at a new folder" if key else "move it out of the way yourself",
         )
     shutil.rmtree(path)
     return True
+
+
+# A folder the pipeline pushes into (the Wine target's guest_dir and tools folder): marked when it creates it.
+PUSH_MARKER = ".driverpipe-pushed"
+
+
+def link_on_the_way(base: Path, path: Path) -> Path | None:
+    """The first symbolic link from `base` down to `path` (itself included), or `path` when it is not under `base`.
+
+    Spelling is not enough: a link inside (Wine's users/<u>/Documents -> ~/Documents)
+    leads outside, so every component is checked and the resolved path must stay under
+    the resolved base.
+    """
+    try:
+        rel = path.relative_to(base)
+    except ValueError:
+        return path
+    here = base
+    for part in rel.parts:
+        here = here / part
+        if here.is_symlink():
+            return here
+    try:
+        inside = path.resolve().is_relative_to(base.resolve())
+    except (OSError, RuntimeError):
+        return path
+    return None if inside else path
+
+
+def claim_folder(path: Path, marker: str) -> None:
+    """Create folder `path` (or mark an empty one) with our `marker`; an existing folder with content stays unmarked (never ours to delete)."""
+    if path.is_dir() and not path.is_symlink() and not is_empty_dir(path):
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    (path / marker).touch()
+
+
+def owned_problem(path: Path, *markers: str) -> str:
+    """'' when `remove_owned(path, *markers)` would delete it (or there is nothing); else why it would refuse."""
+    if not path.exists() and not path.is_symlink():
+        return ""
+    if path.is_symlink():
+        return "is a symbolic link"
+    if is_empty_dir(path):
+        return ""
+    if not path.is_dir() or not any((path / marker).is_file() for marker in markers):
+        return f"was not made by driverpipe (no {markers[0]} in it)"
+    return ""
 
 
 # The Wine prefix's marker: <prefix>/.driverpipe/prefix.json, written before wineboot ("ready": false) and after it.

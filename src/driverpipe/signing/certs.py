@@ -495,6 +495,26 @@ def ensure_store_cert(ctx: Any, cer_path: Path, rotate: bool = False) -> TestCer
     return TestCert(subject=subj, thumbprint=thumb, not_after=not_after, serial=serial, cer=cer_path, store=sign.cert_store, created=created)
 
 
+def own_cert(ctx: Any) -> tuple[Path, bytes | None]:
+    """The pipeline's own test certificate on this machine (its file, its DER; None when absent or
+    unreadable), read only: what ensure_test_cert keeps (the store's export, or the file-based .crt)."""
+    from ..image import wdk
+
+    paths = file_cert_paths(ctx)
+    if not (wdk.host_is_windows() and ctx.config.project.sign.cert_store) and paths["crt"].is_file():
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
+        try:
+            return paths["crt"], x509.load_pem_x509_certificate(paths["crt"].read_bytes()).public_bytes(serialization.Encoding.DER)
+        except (OSError, ValueError):
+            return paths["crt"], None
+    try:
+        return paths["cer"], paths["cer"].read_bytes()
+    except OSError:
+        return paths["cer"], None
+
+
 def ensure_test_cert(ctx: Any, rotate: bool = False, *, store_based: bool | None = None, cer_path: Path | None = None) -> TestCert:
     """The test certificate, created on first use, rotated when asked, always checked.
 

@@ -47,7 +47,7 @@ from ..core.owned import is_plain_file_name, is_sha256, is_text, mapping_of, rea
 from ..core.runner import last_meaningful_line, which
 from ..image import wdk
 from ..image.catalog import pe_authenticode_hash, read_catalog, write_catalog
-from .certs import TestCert, cert_dir, ensure_test_cert, file_base
+from .certs import TestCert, cert_dir, ensure_test_cert, file_base, own_cert
 
 MANIFEST = "driverpipe-sign.json"
 MANIFEST_SHAPE = table(
@@ -418,10 +418,13 @@ def verify_signatures(ctx: Any, pkg_dir: Path, name: str, cer: Path) -> list[str
     if not cer.is_file():
         return [*problems, f"test certificate {cer} is missing (run `invoke sign`)"]
     cert_der = cer.read_bytes()
-    sys_problems = _problems_pe(sys_, cert_der) if sys_.is_file() else []
-    problems += sys_problems
-    if cat.is_file():
-        problems += _problems_catalog(cat, sys_, inf, cert_der, sys_changed=bool(sys_problems))
+    try:
+        sys_problems = _problems_pe(sys_, cert_der) if sys_.is_file() else []
+        problems += sys_problems
+        if cat.is_file():
+            problems += _problems_catalog(cat, sys_, inf, cert_der, sys_changed=bool(sys_problems))
+    except (ValueError, IndexError) as exc:  # lief or cryptography on a malformed signature or certificate
+        return [*problems, f"a signature or certificate cannot be parsed ({(str(exc).splitlines() or [type(exc).__name__])[0]})"]
     broken = {p.split(":", 1)[0].split(" ", 1)[0] for p in problems}
     tool = which("osslsigncode")
     if tool is not None and sys_.is_file() and cat.is_file():
@@ -500,13 +503,27 @@ def check_signed_dir(pkg_dir: Path, name: str, ctx: Any = None) -> SignedPackage
     if hashlib.sha1(cer.read_bytes()).hexdigest().upper() != str(manifest["cert"]["thumbprint_sha1"]).upper():
         raise PackageTampered(f"{path}: the recorded thumbprint is not that of {cer_name}", "run `invoke sign`")
     if ctx is not None:
-        problems = verify_signatures(ctx, pkg_dir, name, cer)
+        problems = _against_own_cert(ctx, pkg_dir, name, cer)
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise PackageTampered(
                 f"signed package {pkg_dir}: {problems[0]}{more}", "run `invoke build sign` again (never deploy a package changed after signing)"
             )
     return SignedPackage(dir=pkg_dir, name=name, files=[pkg_dir / f for f in wanted], cert_path=cer, manifest=manifest)
+
+
+def _against_own_cert(ctx: Any, pkg_dir: Path, name: str, cer: Path) -> list[str]:
+    """The signatures verified against this pipeline's own test certificate, never one taken from the
+    package (a re-signed package can bring its own .cer and a record to match); the packaged .cer must be it."""
+    own_path, own = own_cert(ctx)
+    if own is None:
+        raise CheckFailed(f"no readable test certificate at {own_path} to check the package against", "run `invoke sign` on this machine")
+    if cer.read_bytes() != own:
+        return [f"{cer.name} is not this pipeline's test certificate ({own_path})"]
+    with tempfile.TemporaryDirectory(prefix="driverpipe-cert-") as tmp:
+        mine = Path(tmp) / cer.name
+        mine.write_bytes(own)
+        return verify_signatures(ctx, pkg_dir, name, mine)
 
 
 def check_signed_package(ctx: Any) -> SignedPackage:

@@ -27,6 +27,7 @@ from .state import (
     _sys_file,
     cert_thumbprint,
 )
+from .wine.folders import claim_push_folder
 
 
 def _missing_preparation(state: GuestState) -> list[str]:
@@ -178,6 +179,8 @@ def step_stop_old(d: Deployment) -> None:
 
 
 def step_push(d: Deployment) -> None:
+    if getattr(d.guest, "kind", "") == "wine" and not d.ctx.dry:
+        claim_push_folder(d.guest.prefix, d.dir)  # the folder is on this machine, and vm.revert deletes it
     for f in d.to_push:
         remote = _join(d.dir, f.name)
         d.ctx.step(f"push {f.name} -> {remote}")

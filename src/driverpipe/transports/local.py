@@ -18,7 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +45,21 @@ def find_powershell(preferred: str = "", extra_dirs: Sequence[Path] = ()) -> str
 
 
 def run_wrapped(
-    powershell: str, text: str, params: Mapping[str, Any], *, what: str, where: str, timeout: float, env: Mapping[str, str] | None = None
+    powershell: str,
+    text: str,
+    params: Mapping[str, Any],
+    *,
+    what: str,
+    where: str,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+    on_timeout: Callable[[str], None] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run script text with bound params through this machine's PowerShell (psencode's wrapper); the finished process.
 
     `env` replaces the child's environment (PowerShell Direct hands the guest password over that way).
+    `on_timeout` gets what the killed process printed, before the timeout is raised (PowerShell
+    Direct ends the script's process inside the VM with it).
     """
     inv = build_invocation(powershell, text, params, max_command=LOCAL_MAX_COMMAND)
     # Its own process group: on a timeout the whole tree goes, not only PowerShell (a hung sc.exe
@@ -63,12 +73,15 @@ def run_wrapped(
         out, err = proc.communicate(input=inv.stdin or b"", timeout=timeout)
     except subprocess.TimeoutExpired:
         kill_tree(proc)
+        printed = b""
         try:
-            proc.communicate(timeout=5)
+            printed = proc.communicate(timeout=5)[0] or b""
         except subprocess.TimeoutExpired:
             for pipe in (proc.stdout, proc.stderr):
                 if pipe is not None:
                     pipe.close()  # a survivor still holds them: stop reading, do not wait forever
+        if on_timeout is not None:
+            on_timeout(printed.decode("utf-8", "replace"))
         raise GuestTimeout(
             f"{what} did not finish within {timeout:g} s on {where}; stopped", "raise deploy.script_timeout if the step is legitimately slow"
         ) from None

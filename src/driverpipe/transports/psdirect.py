@@ -15,6 +15,9 @@ The guest password is resolved in Python (env var or keyring) and handed to that
 child process in its environment, never on a command line; the script removes it from
 its environment before anything else runs. A session is opened per operation: a
 PowerShell process cannot outlive the call, and run_batch keeps a redeploy to a few.
+A guest script that times out is ended where it runs: Invoke-InVm.ps1 first prints the
+VM-side session's pid, and a new session runs Stop-ProcessTree.ps1 for it (bounded), as
+the SSH transport does; ending powershell.exe on the host alone leaves it running in the VM.
 
 Checked with a fake `powershell` on PATH that keeps these scripts' contract
 (tests/unit/test_psdirect_transport.py); never run on a real Hyper-V host.
@@ -31,11 +34,12 @@ from ..core.scripts import load_script, script_path, script_text
 from .base import BatchMixin, GuestScriptError, PushResult
 from .errors import RemoteFileNotFound
 from .local import find_powershell, run_wrapped
-from .psencode import ERROR_MARKER, params_json, script_result, sha256_file
+from .psencode import ERROR_MARKER, params_json, script_result, sha256_file, wrapper_pid
 
 SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "scripts" / "psdirect"
 PASSWORD_ENV = "DRIVERPIPE_PSDIRECT_PASSWORD"
 SESSION_MARKER = "driverpipe-psdirect: "
+END_TREE_TIMEOUT_S = 30.0  # ending a timed-out script's process in the VM from a new session
 
 # Words of Hyper-V's own (English) messages for the failures a user can fix; anything
 # else is shown as Windows said it.
@@ -73,7 +77,7 @@ class PsDirectGuest(BatchMixin):
         self.script_timeout = float(script_timeout)
 
     # -- running host-side scripts ---------------------------------------------
-    def _host(self, host_script: str, params: dict[str, Any], *, what: str, timeout: float | None) -> Any:
+    def _host(self, host_script: str, params: dict[str, Any], *, what: str, timeout: float | None, end_on_timeout: bool = False) -> Any:
         bound = {"VMName": self.vm_name, "UserName": self.user, **params}
         self.round_trips += 1
         proc = run_wrapped(
@@ -84,10 +88,21 @@ class PsDirectGuest(BatchMixin):
             where=f"{self.name} (PowerShell Direct)",
             timeout=float(timeout or self.script_timeout),
             env={**os.environ, PASSWORD_ENV: self._password},
+            on_timeout=(lambda printed: self._end_in_vm(wrapper_pid(printed), what)) if end_on_timeout else None,
         )
         err = proc.stderr.decode("utf-8", "replace")
         self._raise_session_failure(err)
         return script_result(what, self.name, proc.returncode, proc.stdout.decode("utf-8", "replace"), err)
+
+    def _end_in_vm(self, pid: int | None, what: str) -> None:
+        """Best effort, bounded: Stop-ProcessTree.ps1 in a new session for the timed-out script's VM-side pid."""
+        if pid is None:
+            return  # it hung before its session announced itself: nothing to name
+        params = {"ScriptText": load_script(script_path("Stop-ProcessTree.ps1")), "ParamsJson": params_json({"ProcessId": pid})}
+        try:
+            self._host("Invoke-InVm.ps1", params, what=f"ending {what}", timeout=END_TREE_TIMEOUT_S)
+        except Exception:  # the timeout is the error to report; a VM that went away is found by the next call
+            pass
 
     def _raise_session_failure(self, stderr: str) -> None:
         for line in stderr.splitlines():
@@ -110,7 +125,7 @@ class PsDirectGuest(BatchMixin):
 
     def run_script_path(self, path: Path, params: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
         bound = {"ScriptText": load_script(path), "ParamsJson": params_json(params)}
-        return self._host("Invoke-InVm.ps1", bound, what=path.name, timeout=timeout)
+        return self._host("Invoke-InVm.ps1", bound, what=path.name, timeout=timeout, end_on_timeout=True)
 
     def push(self, local: Path, remote: str) -> PushResult:
         digest, size = sha256_file(local)

@@ -5,9 +5,13 @@
 # MoveFileEx (REPLACE_EXISTING | WRITE_THROUGH): a bugcheck right after a renewal leaves
 # the old lease or the new one, never a NUL-filled file. A lease that still cannot be read
 # (NUL-filled, truncated, garbage) counts as held until its last write time plus the lease
-# length, never as free. An expired lease (its run died and stopped renewing) is taken
-# over and reported as such; so is the lease of TakeOverMachine/TakeOverProcessId (a run
-# of the caller's own host whose pid the caller saw gone), if it is still that holder.
+# length (the larger of the caller's and the holder's, whose expiry is also written to a
+# small sidecar before the lease), never as free. An expired lease (its run died and
+# stopped renewing) is taken over and reported as such; so is the lease of
+# TakeOverMachineId/TakeOverProcessId (a run of the caller's own machine and pid space,
+# whose pid the caller saw gone), if it is still that holder. A hostname alone is never
+# enough: containers and cloned runners share one; a lease without a machine id is
+# another host's (expiry only).
 # -Query only reads: it creates nothing (no folder, no lock file).
 [CmdletBinding()]
 param(
@@ -15,9 +19,10 @@ param(
     [Parameter(Mandatory)][string]$Token,
     [string]$Owner = '',
     [string]$Machine = '',
+    [string]$MachineId = '',
     [int]$ProcessId = 0,
     [int]$Seconds = 900,
-    [string]$TakeOverMachine = '',
+    [string]$TakeOverMachineId = '',
     [int]$TakeOverProcessId = 0,
     [switch]$Release,
     [switch]$Query
@@ -45,15 +50,24 @@ function Read-Lease {
         ($parsed.owner -is [string]) -and ($parsed.host -is [string])
     if ($valid) { return $parsed }
     $written = ([DateTimeOffset][IO.File]::GetLastWriteTimeUtc($LeasePath)).ToUnixTimeSeconds()
+    $expires = $written + $LeaseSeconds
+    # The holder's own expiry, from the sidecar written before its lease: its lease may be longer than ours.
+    $sidecar = $LeasePath + '.expires'
+    if ([IO.File]::Exists($sidecar)) {
+        $text = ''
+        try { $text = [IO.File]::ReadAllText($sidecar).Trim() } catch { $text = '' }
+        $theirs = [long]0
+        if ([long]::TryParse($text, [ref]$theirs) -and ($theirs -gt $expires)) { $expires = $theirs }
+    }
     return [pscustomobject]@{
-        token = ''; owner = ''; host = ''; pid = 0; started = $written; expires = ($written + $LeaseSeconds)
+        token = ''; owner = ''; host = ''; machine = ''; pid = 0; started = $written; expires = $expires
         unreadable = "the lease file $LeasePath cannot be read"
     }
 }
 
 function Get-LeaseHolder {
     param($Lease)
-    $holder = [ordered]@{ owner = $Lease.owner; host = $Lease.host; pid = $Lease.pid; started = $Lease.started; expires = $Lease.expires }
+    $holder = [ordered]@{ owner = $Lease.owner; host = $Lease.host; machine = [string]$Lease.machine; pid = $Lease.pid; started = $Lease.started; expires = $Lease.expires }
     if ($Lease.unreadable) { $holder.unreadable = $Lease.unreadable }
     return $holder
 }
@@ -85,26 +99,33 @@ if ($null -eq $mutex) { throw "the lease file $Path stays locked by another call
 try {
     $current = Read-Lease $Path $Seconds
     $mine = ($null -ne $current) -and ($current.token -eq $Token)
-    $deadHere = ($null -ne $current) -and (-not $current.unreadable) -and $TakeOverMachine -and
-        ($current.host -eq $TakeOverMachine) -and ([long]$current.pid -eq $TakeOverProcessId)
+    $deadHere = ($null -ne $current) -and (-not $current.unreadable) -and $TakeOverMachineId -and
+        ($current.machine -is [string]) -and ($current.machine -eq $TakeOverMachineId) -and ([long]$current.pid -eq $TakeOverProcessId)
     if ($Release) {
-        if ($mine) { [IO.File]::Delete($Path) }
+        if ($mine) {
+            [IO.File]::Delete($Path)
+            [IO.File]::Delete($Path + '.expires')
+        }
         $result.acquired = $true
     } elseif (($null -eq $current) -or $mine -or $deadHere -or ([double]$current.expires -le $now)) {
         if (($null -ne $current) -and (-not $mine)) { $result.took_over = Get-LeaseHolder $current }
         $started = $now
         if ($mine) { $started = $current.started }
-        $lease = [ordered]@{ token = $Token; owner = $Owner; host = $Machine; pid = $ProcessId; started = $started; expires = ($now + $Seconds) }
-        $bytes = [Text.Encoding]::UTF8.GetBytes(($lease | ConvertTo-Json -Compress -Depth 4))
-        $tmp = $Path + '.' + $Token + '.tmp'
-        $out = New-Object IO.FileStream($tmp, [IO.FileMode]::Create, [IO.FileAccess]::Write, [IO.FileShare]::None, 4096, [IO.FileOptions]::WriteThrough)
-        try {
-            $out.Write($bytes, 0, $bytes.Length)
-            $out.Flush($true)
-        } finally {
-            $out.Dispose()
+        $lease = [ordered]@{ token = $Token; owner = $Owner; host = $Machine; machine = $MachineId; pid = $ProcessId; started = $started; expires = ($now + $Seconds) }
+        # The sidecar first: if the lease write is torn, its expiry is still known.
+        $writes = @(@(($Path + '.expires'), [string]($now + $Seconds)), @($Path, ($lease | ConvertTo-Json -Compress -Depth 4)))
+        foreach ($write in $writes) {
+            $bytes = [Text.Encoding]::UTF8.GetBytes($write[1])
+            $tmp = $write[0] + '.' + $Token + '.tmp'
+            $out = New-Object IO.FileStream($tmp, [IO.FileMode]::Create, [IO.FileAccess]::Write, [IO.FileShare]::None, 4096, [IO.FileOptions]::WriteThrough)
+            try {
+                $out.Write($bytes, 0, $bytes.Length)
+                $out.Flush($true)
+            } finally {
+                $out.Dispose()
+            }
+            Move-FileAtomic $tmp $write[0]
         }
-        Move-FileAtomic $tmp $Path
         $result.acquired = $true
     } else {
         $result.holder = Get-LeaseHolder $current

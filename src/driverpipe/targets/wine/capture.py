@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ...core.errors import CheckFailed
 from ...core.files import write_atomic
+from ...core.owned import is_count
 from ...parse.dbgview import LogLine, LogTail
 from ..capture import READ_CHUNK, Capture
 
@@ -79,6 +81,7 @@ class Pump:
         raw = self.prefix.raw_log
         offset = int(self.prefix.recorded("raw_offset", 0) or 0)
         seq = int(self.prefix.recorded("seq", 0) or 0)
+        self._cut_unrecorded()
         try:
             size = raw.stat().st_size
         except OSError:
@@ -107,8 +110,16 @@ class Pump:
             self.log.parent.mkdir(parents=True, exist_ok=True)
             with self.log.open("a", encoding="utf-8", newline="") as fh:
                 fh.write("".join(out))
-        self.prefix.record(raw_offset=offset + len(chunk), seq=seq)
+        self.prefix.record(raw_offset=offset + len(chunk), seq=seq, log_size=self.size())
         return len(out)
+
+    def _cut_unrecorded(self) -> None:
+        """Lines appended by a pump that was killed (Ctrl-C, kill) before it recorded its raw offset are
+        cut off: this pump converts them again from that offset, so each line is in the log once."""
+        recorded = self.prefix.recorded("log_size")
+        if is_count(recorded) and self.size() > recorded:
+            with self.log.open("r+b") as fh:
+                fh.truncate(recorded)
 
     def read(self, offset: int, max_bytes: int) -> bytes:
         self.pump()
@@ -118,6 +129,10 @@ class Pump:
                 return fh.read(max_bytes)
         except FileNotFoundError:
             return b""
+
+
+def _lost(why: str) -> CheckFailed:
+    return CheckFailed(f"capture lost: {why}; the unwind cannot be checked", "run the phase again; nothing may reset the Wine prefix while it runs")
 
 
 def parse_raw_line(line: str) -> WineEvent | None:
@@ -260,12 +275,17 @@ class WineCapture(Capture):
     def _events(self) -> list[WineEvent]:
         """Every kept line of this capture, read back from Wine's raw log: another process may have
         pumped some of them (this process's own pump list would miss those)."""
+        raw = self.pump.prefix.raw_log
         try:
-            with self.pump.prefix.raw_log.open("rb") as fh:
-                fh.seek(max(self._raw_start, fh.seek(0, 2) - MAX_PUMP_BYTES))
+            end = raw.stat().st_size if raw.exists() else 0
+            if end < self._raw_start:
+                # Recreated or deleted (a reset): this capture's lines are gone. Never "no leak".
+                raise _lost(f"Wine's debug log {raw} is {end} bytes, shorter than where this capture started ({self._raw_start})")
+            with raw.open("rb") as fh:
+                fh.seek(max(self._raw_start, end - MAX_PUMP_BYTES))
                 data = fh.read(MAX_PUMP_BYTES)
-        except OSError:
-            return list(self.pump.events)
+        except OSError as exc:
+            raise _lost(f"Wine's debug log {raw} cannot be read ({exc.strerror or exc})") from None
         lines = data[: data.rfind(b"\n") + 1].decode("utf-8", "replace").splitlines()
         return [e for e in (parse_raw_line(line) for line in lines) if e is not None]
 

@@ -43,6 +43,7 @@ from ...core.errors import ConfigError, EnvironmentProblem, MissingTool, StepFai
 from ...core.files import write_atomic
 from ...core.owned import PREFIX_MARKER, foreign_folder_problem, is_count, is_empty_dir, is_number, is_text, or_none, prefix_marker, read_record, table
 from ..reboot import Diagnosed
+from .folders import PUSH_MARKER, TOOLS_DIR, claim_push_folder, owned_problem, push_folder_problem, remove_owned
 
 STATE_DIR = ".driverpipe"
 HIVES = ("system.reg", "user.reg", "userdef.reg")
@@ -315,24 +316,19 @@ class WinePrefix:
             raise ConfigError(
                 f"Wine prefix {self.path} has no state {name!r}", f"known: {', '.join(self.states()) or 'none'}; `invoke vm.snapshot NAME` makes one"
             )
-        windows = self.drive_c / "windows"
-        inside = [p for p in remove if self.drive_c in p.parents and p != windows and windows not in p.parents]
-        if len(inside) != len(remove):
-            raise ConfigError(
-                f"refusing to delete {', '.join(str(p) for p in remove if p not in inside)}: not a folder the pipeline pushes to",
-                "set deploy.guest_dir (or targets.NAME.guest_dir) to a folder of its own, e.g. C:\\WazabiEDR",
-            )
+        for path in remove:  # every check before anything changes: a refusal leaves the prefix as it was
+            problem = push_folder_problem(self.drive_c, path) or owned_problem(path, PUSH_MARKER)
+            if problem:
+                raise ConfigError(
+                    f"refusing to delete {path}: it {problem}; it is left as it is",
+                    "set deploy.guest_dir (or targets.NAME.guest_dir) to a folder of its own, e.g. C:\\WazabiEDR, or move that folder yourself",
+                )
         self.stop(force=True)
         for hive in HIVES:
             if (src / hive).is_file():
                 shutil.copy2(src / hive, self.path / hive)
         for path in remove:
-            if path.is_symlink():
-                path.unlink()
-            elif path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            elif path.exists():
-                path.unlink()
+            remove_owned(path, PUSH_MARKER)
         self._clear_run_records()
 
     def delete(self) -> None:
@@ -434,7 +430,7 @@ class WinePrefix:
     def _clear_run_records(self) -> None:
         with self.record_lock():
             data = self._run_record()
-            keep = {k: v for k, v in data.items() if k in ("raw_offset", "seq")}
+            keep = {k: v for k, v in data.items() if k in ("raw_offset", "seq", "log_size")}
             self._write_run_record(keep)
 
     def _ours(self, pid: int, token: Any) -> bool:
@@ -463,6 +459,8 @@ class WinePrefix:
 
     def start(self) -> None:
         """The persistent server, then the service manager with the capture environment. Reused when ours runs."""
+        if self.drive_c.is_dir() and not self.foreign():
+            claim_push_folder(self, TOOLS_DIR)  # the client is pushed there; marked so vm.revert may delete it
         if self.running():
             return
         others = self.processes()
