@@ -287,7 +287,14 @@ CASES = [
     Case("fault-steps-blank", ["doctor"], _fault_steps([""]), 2, "regress.fault_steps"),
     Case("pfx-corrupt", ["sign"], _write("data/driverpipe/certs/WazabiEDR_Test_Signing.pfx", b"0\x82garbage", mode=0o600), 2, "WazabiEDR_Test_Signing.pfx"),
     # A signed, unchanged package needs no key (sign is a no-op), so this one was never signed.
-    Case("pfx-wrong-password", ["sign"], _remove(f"project/{PKG}/driverpipe-sign.json"), 3, "does not open it", env={"DRIVERPIPE_PFX_PASSWORD": "not-the-password"}),
+    Case(
+        "pfx-wrong-password",
+        ["sign"],
+        _remove(f"project/{PKG}/driverpipe-sign.json"),
+        3,
+        "does not open it",
+        env={"DRIVERPIPE_PFX_PASSWORD": "not-the-password"},
+    ),
     # 6. the pre-deploy check verifies signatures, not records; --dry reports a tampered package too
     Case("tampered-sys-dry", ["--dry", "deploy", "--target", "w"], _all(_wine_target("BASE/p"), _tamper(f"{NAME}.sys", 0x400)), 1, "Authenticode digest"),
     Case("tampered-sys-wine", ["deploy", "--target", "w"], _all(_wine_target("BASE/p"), _tamper(f"{NAME}.sys", 0x400)), 1, f"{NAME}.sys"),

@@ -21,7 +21,7 @@ from driverpipe.core.errors import EnvironmentProblem
 from driverpipe.image import wdk
 from driverpipe.parse.psgrammar import check_bound_params
 from driverpipe.parse.signtool_output import parse_verify
-from driverpipe.signing import certs, sign
+from driverpipe.signing import certs, sign, verify
 from pe_image import SAMPLE_INF, write_pe
 
 NAME = "WazabiEDR_Driver"
@@ -166,8 +166,8 @@ def test_store_flow_exact_argv(win: Fakes, project: Path, monkeypatch: pytest.Mo
     win.expect("signtool", "verify", "/v", "/pa", pkg / f"{NAME}.sys", stdout_file=ok)
     win.expect("signtool", "verify", "/v", "/pa", "/c", pkg / f"{NAME}.cat", pkg / f"{NAME}.sys", stdout_file=ok)
     # The fake signtool does not really sign: our own (tool-independent) checks are covered by the osslsigncode tests.
-    monkeypatch.setattr(sign, "_problems_pe", lambda path, der: [])
-    monkeypatch.setattr(sign, "_problems_catalog", lambda cat, s, i, der, sys_changed=False: [])
+    monkeypatch.setattr(verify, "_problems_pe", lambda path, der: [])
+    monkeypatch.setattr(verify, "_problems_catalog", lambda cat, s, i, der, sys_changed=False: [])
 
     ctx, _ = _ctx(project)
     backend, cert = sign.prepare(ctx, new_cert=False)
@@ -242,7 +242,7 @@ def test_signtool_verify_verdicts(win: Fakes, project: Path, corpus: Path) -> No
     win.expect("signtool", "verify", "/v", "/pa", sys_, stdout="Verifying: x\n" + untrusted, rc=1)
     win.expect("signtool", "verify", "/v", "/pa", "/c", cat, sys_, stdout="SignTool Error: No signature found.\nNumber of errors: 1\n", rc=1)
     ctx, out = _ctx(project)
-    problems = sign._signtool_problems(ctx, win.bin / "signtool", sys_, cat)
+    problems = verify._signtool_problems(ctx, win.bin / "signtool", sys_, cat)
     assert problems == [f"{NAME}.cat for {NAME}.sys: signtool verify failed: No signature found."]
     assert any("not trusted on this host (expected" in line for line in out)
 

@@ -30,20 +30,18 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
 from typing import Any
 
 from ...core.errors import ConfigError, EnvironmentProblem, MissingTool, StepFailed
 from ...core.files import write_atomic
-from ...core.owned import PREFIX_MARKER, foreign_folder_problem, is_count, is_empty_dir, is_number, is_text, or_none, prefix_marker, read_record, table
+from ...core.owned import PREFIX_MARKER, foreign_folder_problem, is_empty_dir, prefix_marker
 from ..reboot import Diagnosed
 from .folders import PUSH_MARKER, TOOLS_DIR, claim_push_folder, owned_problem, push_folder_problem, remove_owned
+from .runrecord import RunRecord
 
 STATE_DIR = ".driverpipe"
 HIVES = ("system.reg", "user.reg", "userdef.reg")
@@ -65,34 +63,7 @@ START_ATTEMPTS = 3
 RUN_TOKEN_ENV = "DRIVERPIPE_WINE_RUN"
 
 
-class _RecordLock:
-    """One holder of a prefix's run record at a time: an flock across processes, re-entrant in one."""
-
-    def __init__(self) -> None:
-        self.rlock = threading.RLock()
-        self.depth = 0
-        self.fh: Any = None
-
-
-_RECORD_LOCKS: dict[str, _RecordLock] = {}
-_RECORD_LOCKS_GUARD = threading.Lock()
-
 MARKER = PREFIX_MARKER[-1]
-# run.json, as written by record(): a value of another type makes the whole record unreadable (= missing).
-RUN_KEYS = {
-    "server_pid": or_none(is_count),
-    "server_started": or_none(is_number),
-    "owner_pid": or_none(is_count),
-    "raw_offset": is_count,
-    "seq": is_count,
-    "capture_start": is_count,
-    "capture_run": is_text,
-    "verified": or_none(is_text),
-    "trusted": or_none(is_text),
-    "installed_inf": or_none(is_text),
-    "run_token": or_none(is_text),
-}
-RUN_SHAPE = table(RUN_KEYS, optional=tuple(RUN_KEYS))
 
 
 class WineServerGone(Diagnosed, StepFailed):
@@ -110,7 +81,7 @@ class Completed:
 
 
 @dataclass
-class WinePrefix:
+class WinePrefix(RunRecord):
     """One prefix. Every method that runs Wine checks the server it needs is ours and alive."""
 
     path: Path
@@ -383,55 +354,6 @@ class WinePrefix:
             if "wineserver" in cmd.split(" ")[0]:
                 return pid
         return None
-
-    def _run_record(self) -> dict[str, Any]:
-        """run.json, or {} when it is missing or does not fit RUN_SHAPE (then nothing is known: no server, offsets from 0)."""
-        return read_record(self.state_dir / "run.json", RUN_SHAPE) or {}
-
-    def _write_run_record(self, data: dict[str, Any]) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.state_dir / "run.json", (json.dumps(data, indent=2) + "\n").encode())
-
-    @contextmanager
-    def record_lock(self) -> Iterator[None]:
-        """Hold the run record (and the capture log the pump appends to) against every other process:
-        `invoke verify`/`logs` and a deploy pump the same capture and update the same record. Whoever
-        holds it re-reads the record under it."""
-        import fcntl
-
-        with _RECORD_LOCKS_GUARD:
-            entry = _RECORD_LOCKS.setdefault(str(self.state_dir), _RecordLock())
-        with entry.rlock:
-            if entry.depth == 0:
-                self.state_dir.mkdir(parents=True, exist_ok=True)
-                entry.fh = (self.state_dir / "run.lock").open("a+b")
-                fcntl.flock(entry.fh.fileno(), fcntl.LOCK_EX)
-            entry.depth += 1
-            try:
-                yield
-            finally:
-                entry.depth -= 1
-                if entry.depth == 0:
-                    entry.fh.close()  # closing drops the flock
-                    entry.fh = None
-
-    def record(self, **changes: Any) -> dict[str, Any]:
-        """Update the run record (server pid, capture offsets, what was verified) and return it:
-        read, changed and written under the record lock, so no stale copy overwrites a newer change."""
-        with self.record_lock():
-            data = self._run_record()
-            data.update(changes)
-            self._write_run_record(data)
-            return data
-
-    def recorded(self, key: str, default: Any = None) -> Any:
-        return self._run_record().get(key, default)
-
-    def _clear_run_records(self) -> None:
-        with self.record_lock():
-            data = self._run_record()
-            keep = {k: v for k, v in data.items() if k in ("raw_offset", "seq", "log_size")}
-            self._write_run_record(keep)
 
     def _ours(self, pid: int, token: Any) -> bool:
         """Process `pid` carries this prefix's recorded run token: the pipeline started it."""
