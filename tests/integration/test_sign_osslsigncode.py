@@ -211,3 +211,25 @@ def test_a_garbage_certificate_with_a_matching_record_is_one_line(env: Path, pro
     # The verifier itself: a certificate lief or cryptography cannot parse is a problem line, never a ValueError.
     problems = sign.verify_signatures(_ctx(project)[0], env, NAME, cer)
     assert problems and all("\n" not in p for p in problems) and "cannot be parsed" in problems[-1]
+
+
+def test_an_unchanged_package_is_verified_once_and_a_changed_byte_always_again(env: Path, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pre-deploy check remembers what it verified, keyed by the files' bytes and the own certificate,
+    in the user's state folder: an unchanged redeploy runs no lief or osslsigncode, a tampered one is caught."""
+    from driverpipe.core.config import user_state_dir
+
+    _sign(project, env)
+    calls: list[str] = []
+    real = sign.verify_signatures
+    monkeypatch.setattr(sign, "verify_signatures", lambda *a, **k: calls.append("verify") or real(*a, **k))
+    sign.check_signed_dir(env, NAME, _ctx(project)[0])
+    assert calls == [], "sign verified these bytes against the own certificate already"
+    cache = user_state_dir() / sign.VERIFIED_CACHE
+    assert cache.is_file() and not cache.is_relative_to(env), "the package never vouches for itself"
+    data = bytearray((env / f"{NAME}.sys").read_bytes())
+    data[0x200] ^= 0xFF
+    (env / f"{NAME}.sys").write_bytes(bytes(data))
+    _rewrite_record(env)
+    with pytest.raises(sign.PackageTampered):
+        sign.check_signed_dir(env, NAME, _ctx(project)[0])
+    assert calls == ["verify"], "a changed byte is a new key: verified in full"

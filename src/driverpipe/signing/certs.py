@@ -495,24 +495,33 @@ def ensure_store_cert(ctx: Any, cer_path: Path, rotate: bool = False) -> TestCer
     return TestCert(subject=subj, thumbprint=thumb, not_after=not_after, serial=serial, cer=cer_path, store=sign.cert_store, created=created)
 
 
-def own_cert(ctx: Any) -> tuple[Path, bytes | None]:
-    """The pipeline's own test certificate on this machine (its file, its DER; None when absent or
-    unreadable), read only: what ensure_test_cert keeps (the store's export, or the file-based .crt)."""
+def own_cert_file(ctx: Any) -> Path:
+    """Where the pipeline's own test certificate lives on this machine: the file-based .crt (PEM), or the
+    store's exported .cer (DER) when signing goes through a Windows certificate store."""
     from ..image import wdk
 
     paths = file_cert_paths(ctx)
     if not (wdk.host_is_windows() and ctx.config.project.sign.cert_store) and paths["crt"].is_file():
+        return paths["crt"]
+    return paths["cer"]
+
+
+def own_cert(ctx: Any) -> tuple[Path, bytes | None]:
+    """The pipeline's own test certificate on this machine (its file, its DER; None when absent or
+    unreadable), read only: what ensure_test_cert keeps (the store's export, or the file-based .crt)."""
+    path = own_cert_file(ctx)
+    if path.suffix == ".crt":
         from cryptography import x509
         from cryptography.hazmat.primitives import serialization
 
         try:
-            return paths["crt"], x509.load_pem_x509_certificate(paths["crt"].read_bytes()).public_bytes(serialization.Encoding.DER)
+            return path, x509.load_pem_x509_certificate(path.read_bytes()).public_bytes(serialization.Encoding.DER)
         except (OSError, ValueError):
-            return paths["crt"], None
+            return path, None
     try:
-        return paths["cer"], paths["cer"].read_bytes()
+        return path, path.read_bytes()
     except OSError:
-        return paths["cer"], None
+        return path, None
 
 
 def ensure_test_cert(ctx: Any, rotate: bool = False, *, store_based: bool | None = None, cer_path: Path | None = None) -> TestCert:

@@ -41,10 +41,12 @@ from ..core.owned import is_plain_file_name, is_sha256, is_text, mapping_of, rea
 from ..core.runner import which
 from ..image import wdk
 from ..image.catalog import pe_authenticode_hash, write_catalog
-from .certs import TestCert, cert_dir, ensure_test_cert, file_base, own_cert
+from .certs import TestCert, cert_dir, ensure_test_cert, file_base, own_cert, own_cert_file
 from .verify import find_signtool, verify_package, verify_signatures
 
 MANIFEST = "driverpipe-sign.json"
+VERIFIED_CACHE = "verified-packages.json"  # in the user's state folder: packages verified against the own certificate
+VERIFIED_KEEP = 32
 MANIFEST_SHAPE = table(
     {
         "files": mapping_of(is_plain_file_name, is_sha256),
@@ -293,13 +295,14 @@ def check_signed_dir(pkg_dir: Path, name: str, ctx: Any = None) -> SignedPackage
     cer = pkg_dir / cer_name
     if hashlib.sha1(cer.read_bytes()).hexdigest().upper() != str(manifest["cert"]["thumbprint_sha1"]).upper():
         raise PackageTampered(f"{path}: the recorded thumbprint is not that of {cer_name}", "run `invoke sign`")
-    if ctx is not None:
+    if ctx is not None and not _verified_before(ctx, files):
         problems = _against_own_cert(ctx, pkg_dir, name, cer)
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise PackageTampered(
                 f"signed package {pkg_dir}: {problems[0]}{more}", "run `invoke build sign` again (never deploy a package changed after signing)"
             )
+        _remember_verified(ctx, files)
     return SignedPackage(dir=pkg_dir, name=name, files=[pkg_dir / f for f in wanted], cert_path=cer, manifest=manifest)
 
 
@@ -315,6 +318,45 @@ def _against_own_cert(ctx: Any, pkg_dir: Path, name: str, cer: Path) -> list[str
         mine = Path(tmp) / cer.name
         mine.write_bytes(own)
         return verify_signatures(ctx, pkg_dir, name, mine)
+
+
+def _verified_key(ctx: Any, files: dict[str, str]) -> str | None:
+    """The package's file digests (just compared with the files themselves) and this machine's own test
+    certificate, as one key; None when there is no own certificate to verify against."""
+    try:
+        own = own_cert_file(ctx).read_bytes()  # the file as it is: no certificate parsing on this path
+    except OSError:
+        return None
+    h = hashlib.sha256(own)
+    for fname in sorted(files):
+        h.update(f"{fname}\0{files[fname].lower()}\0".encode())
+    return h.hexdigest()
+
+
+def _verified_path() -> Path:
+    from ..core.config import user_state_dir
+
+    return user_state_dir() / VERIFIED_CACHE
+
+
+def _verified_before(ctx: Any, files: dict[str, str]) -> bool:
+    """These exact bytes were verified against this certificate before: lief and osslsigncode need not run
+    again on every deploy. Kept in the user's own state folder, never in the package, so the package (or
+    whoever edits it) cannot vouch for itself; any changed byte is a new key and a full verification."""
+    key = _verified_key(ctx, files)
+    known = read_record(_verified_path(), table({"keys": lambda v: isinstance(v, list) and all(is_sha256(k) for k in v)}))
+    return key is not None and known is not None and key in known["keys"]
+
+
+def _remember_verified(ctx: Any, files: dict[str, str]) -> None:
+    key = _verified_key(ctx, files)
+    if key is None or ctx.dry:
+        return
+    path = _verified_path()
+    known = read_record(path, table({"keys": lambda v: isinstance(v, list) and all(is_sha256(k) for k in v)}))
+    keys = [*[k for k in (known or {}).get("keys", []) if k != key][-(VERIFIED_KEEP - 1) :], key]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, (json.dumps({"keys": keys}) + "\n").encode())
 
 
 def check_signed_package(ctx: Any) -> SignedPackage:
@@ -356,7 +398,9 @@ def sign_package(ctx: Any, pkg_dir: Path, name: str, *, backend: Backend, cert: 
     if problems:
         more = f" (and {len(problems) - 1} more: {'; '.join(problems[1:])})" if len(problems) > 1 else ""
         raise CheckFailed(problems[0] + more, "see the message; `invoke sign` re-signs, `invoke sign --new-cert` replaces the certificate")
-    write_manifest(pkg_dir, name, backend, cert, cer_in_pkg)
+    record = write_manifest(pkg_dir, name, backend, cert, cer_in_pkg)
+    if cert.cer.read_bytes() == own_cert(ctx)[1]:  # verified just now against this machine's own certificate
+        _remember_verified(ctx, json.loads(record.read_text(encoding="utf-8"))["files"])
     authentihash = (pe_authenticode_hash(sys_, "sha256") or b"").hex().upper()
     who = f"{cert.common_name!r} ({cert.thumbprint})"
     ctx.say(f"signed {pkg_dir} [{package_model(pkg_dir)} model] with {who} using {backend.name}; .sys Authenticode SHA-256 {authentihash}")
