@@ -279,11 +279,19 @@ def _missing_kernel_item(text: str) -> str | None:
     return None
 
 
+def missing_target_std(text: str, triple: str) -> EnvironmentProblem | None:
+    """cargo's words for a target whose prebuilt standard library rustup has not installed."""
+    if re.search(r"can't find crate for `(core|compiler_builtins)`", text) or "target may not be installed" in text:
+        return EnvironmentProblem(f"the Rust standard library for {triple} is not installed", f"rustup target add {triple}")
+    return None
+
+
 def classify_wdm_failure(text: str, triple: str, *, log: Path | None = None) -> PipelineError | None:
     """rust-lld and missing-target failures of the WDM route, one line each (None: not one of these)."""
     see = f" (full output: {log})" if log else ""
-    if re.search(r"can't find crate for `(core|compiler_builtins)`", text) or "target may not be installed" in text:
-        return EnvironmentProblem(f"the Rust standard library for {triple} is not installed", f"rustup target add {triple}")
+    missing_std = missing_target_std(text, triple)
+    if missing_std is not None:
+        return missing_std
     if re.search(r"`wdk_sys::wdf\b|in `wdf`|`wdf` in `wdk_sys`|`wdk_macros`|call_unsafe_wdf_function_binding", text):
         return ConfigError(f"the driver uses KMDF (WDF): KMDF needs Windows and the WDK, and Wine has no WDF{see}", KMDF_HINT)
     missing = _missing_kernel_item(text)

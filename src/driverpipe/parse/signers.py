@@ -11,13 +11,17 @@ from dataclasses import dataclass, field
 
 from .text import _lines
 
-_CN = re.compile(r"(?:^|/|,\s*)CN\s*=\s*([^/,]+)")
-
 
 def common_name(subject: str) -> str:
     """The CN of an OpenSSL `/C=../CN=x` or RFC 4514 `CN=x, O=..` subject; the whole text when it has none."""
-    m = _CN.search(subject)
-    return (m.group(1) if m else subject).strip()
+    text = subject.strip()
+    # Commas first (a CN may hold a '/'), then OpenSSL's slashes.
+    for parts in (re.split(r"\s*,\s*", text), text.split("/")):
+        for part in parts:
+            key, _, value = part.partition("=")
+            if key.strip().upper() == "CN" and value.strip():
+                return value.strip()
+    return text
 
 
 @dataclass

@@ -39,6 +39,7 @@ from typing import Any
 from ..core.errors import CheckFailed, ConfigError, EnvironmentProblem, StepFailed
 from ..core.files import write_atomic
 from ..core.secrets import REDACT
+from ..parse.signers import common_name
 
 KEY_BITS = 2048
 VALID_DAYS = 730
@@ -69,15 +70,6 @@ class TestCert:
     @property
     def common_name(self) -> str:
         return common_name(self.subject)
-
-
-def common_name(subject: str) -> str:
-    """The CN of an 'CN=..., O=...' subject (signtool /n matches on it)."""
-    for part in re.split(r"\s*,\s*", subject):
-        key, _, value = part.partition("=")
-        if key.strip().upper() == "CN" and value.strip():
-            return value.strip()
-    return subject.strip()
 
 
 def file_base(subject: str) -> str:

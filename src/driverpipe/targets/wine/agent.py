@@ -236,7 +236,10 @@ def build_agent(*, dry: bool = False, say: Any = None, crate: Path = AGENT_CRATE
         raise EnvironmentProblem(f"building the Wine agent failed: {exc}", f"check that {target_dir.parent} is writable") from None
     if done.returncode != 0 or not exe.is_file():
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        if "target may not be installed" in done.stderr or "can't find crate for `core`" in done.stderr:
-            raise EnvironmentProblem(f"the Rust standard library for {AGENT_TRIPLE} is not installed", f"rustup target add {AGENT_TRIPLE}")
+        from ...image.build import missing_target_std
+
+        missing_std = missing_target_std(done.stderr, AGENT_TRIPLE)
+        if missing_std is not None:
+            raise missing_std
         raise EnvironmentProblem(f"building the Wine agent failed: {last}", f"run `{' '.join(argv[:4])} --target-dir {target_dir}` in {crate} to see why")
     return exe
