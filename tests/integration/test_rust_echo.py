@@ -24,9 +24,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_wine_target import _stop
+from test_wine_target import _stop, wine_state_folder
 
-from conftest import need, need_tool, run_invoke
+from conftest import need, run_invoke
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "rust-echo"
@@ -58,15 +58,7 @@ def copy_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, beside: tup
 @pytest.fixture(scope="module")
 def wine_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One Wine prefix for the module's tests, stopped at its end."""
-    need_tool("wine")
-    need_tool("osslsigncode")
-    from driverpipe.image.build import target_std_installed
-
-    need(target_std_installed("x86_64-pc-windows-msvc"), "rustup target add x86_64-pc-windows-msvc")
-    folder = tmp_path_factory.mktemp("echo-state")
-    yield folder
-    for prefix in (folder / "driverpipe" / "wine").glob("*"):
-        _stop(prefix)
+    yield from wine_state_folder(tmp_path_factory, "echo-state")
 
 
 @pytest.fixture

@@ -34,13 +34,18 @@ pytestmark = [pytest.mark.wine, pytest.mark.wdm, pytest.mark.cargo, pytest.mark.
 @pytest.fixture(scope="module")
 def wine_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One per-user state dir (so one prefix, created once) for the module's tests."""
+    yield from wine_state_folder(tmp_path_factory, "wine-state")
+
+
+def wine_state_folder(factory: pytest.TempPathFactory, name: str) -> Iterator[Path]:
+    """A per-user state folder for one test module (Wine and the signing tool required); its prefixes stopped at the end."""
     need_tool("wine")
     need_tool("wineserver")
     need_tool("osslsigncode")
     from driverpipe.image.build import target_std_installed
 
     need(target_std_installed("x86_64-pc-windows-msvc"), "rustup target add x86_64-pc-windows-msvc")
-    state = tmp_path_factory.mktemp("wine-state")
+    state = factory.mktemp(name)
     yield state
     for prefix in (state / "driverpipe" / "wine").glob("*"):
         _stop(prefix)

@@ -58,7 +58,6 @@ TOOLS_DIR = "C:\\driverpipe"
 # Wine's sc.exe prints its failures on the err channel: "failed to start service 1060",
 # "failed to query service status 1060", "failed to open service manager: 5".
 SC_FAILED = re.compile(r"failed to (?:\w+ ){0,3}?(?:service(?: status)?|service manager):? (\d+)")
-REG_VALUE = re.compile(r"^\s+(\w+)\s+(REG_\w+)\s*(.*?)\s*$", re.M)
 HRESULTS = {
     0: "S_OK",
     0x80096010: "TRUST_E_BAD_DIGEST (the file changed after signing)",
@@ -89,13 +88,6 @@ def wine_sc_code(done: Completed) -> int:
         return 0
     match = SC_FAILED.search(done.stderr)
     return int(match.group(1)) if match else SC_UNKNOWN
-
-
-def reg_value(text: str, name: str) -> str | None:
-    for match in REG_VALUE.finditer(text):
-        if match.group(1).lower() == name.lower():
-            return match.group(3)
-    return None
 
 
 def prefix_path(ctx: RunContext, section: Section) -> Path:
